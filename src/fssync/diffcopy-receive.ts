@@ -1,0 +1,143 @@
+/**
+ * fsutil's DiffCopy, receiving side, into a fresh directory: what BuildKit's client does
+ * for `--output type=local`. buildkitd sends STATs and DATA on FileSend/DiffCopy; we ask
+ * for each regular file with REQ (ids count every STAT), write it, and send FIN once every
+ * file is complete; the sender answers FIN. Paths are validated before anything is
+ * written: relative, clean, in walk order, never below a symlink. Ownership is the
+ * receiving process's own, as in BuildKit's client.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { Code, ShimError } from '../rpc/errors.js';
+import { GoMode, isGoDir, isGoRegular, isGoSymlink } from './filemode.js';
+import { PacketType, type PacketStream } from './diffcopy-send.js';
+import { cleanRelative, comparePaths, parentOf } from './paths.js';
+
+const empty = Buffer.alloc(0);
+const maxOutstanding = 16;
+
+interface Pending {
+  rel: string;
+  mode: number;
+  modTime: bigint;
+}
+
+function bad(msg: string): ShimError {
+  return new ShimError(Code.INVALID_ARGUMENT, 'diffcopy-bad-entry', msg);
+}
+
+function toTime(ns: bigint): number {
+  return Number(ns / 1000n) / 1e6;
+}
+
+export async function receiveDiffCopy(stream: PacketStream, dest: string): Promise<void> {
+  await fs.mkdir(dest, { recursive: true, mode: 0o755 });
+  const dirs = new Set<string>(['']);
+  const dirMeta: Pending[] = [];
+  const regular = new Set<string>();
+  const files = new Map<number, Pending>();
+  const toRequest: number[] = [];
+  const open = new Map<number, fs.FileHandle>();
+  let id = 0;
+  let last = '';
+  let statsDone = false;
+  let finSent = false;
+
+  const abs = (rel: string) => path.join(dest, ...rel.split('/'));
+  const pump = async () => {
+    while (toRequest.length && open.size < maxOutstanding) {
+      const n = toRequest.shift()!;
+      const p = files.get(n)!;
+      open.set(n, await fs.open(abs(p.rel), 'w', 0o600));
+      await stream.send({ type: PacketType.REQ, id: n, data: empty });
+    }
+    if (statsDone && !toRequest.length && !open.size && !finSent) {
+      dirMeta.sort((a, b) => comparePaths(b.rel, a.rel));
+      for (const d of dirMeta) {
+        await fs.chmod(abs(d.rel), d.mode);
+        await fs.utimes(abs(d.rel), toTime(d.modTime), toTime(d.modTime));
+      }
+      finSent = true;
+      await stream.send({ type: PacketType.FIN, id: 0, data: empty });
+    }
+  };
+
+  for await (const p of stream.messages()) {
+    switch (p.type) {
+      case PacketType.STAT: {
+        if (!p.stat) {
+          statsDone = true;
+          await pump();
+          break;
+        }
+        const st = p.stat;
+        let rel: string | undefined;
+        try {
+          rel = cleanRelative(st.path);
+        } catch (err) {
+          throw bad(`invalid path in export: ${(err as Error).message}`);
+        }
+        if (!rel || rel !== st.path) throw bad(`unclean path in export: ${JSON.stringify(st.path)}`);
+        if (last && comparePaths(last, rel) >= 0) throw bad(`changes out of order: ${JSON.stringify(rel)}`);
+        last = rel;
+        const parent = parentOf(rel);
+        if (!dirs.has(parent)) throw bad(`parent of ${JSON.stringify(rel)} is not a directory in the export`);
+        const perm = (st.mode >>> 0) & (GoMode.Perm | GoMode.Setuid | GoMode.Setgid | GoMode.Sticky);
+        const posixPerm =
+          (perm & GoMode.Perm) |
+          (perm & GoMode.Setuid ? 0o4000 : 0) |
+          (perm & GoMode.Setgid ? 0o2000 : 0) |
+          (perm & GoMode.Sticky ? 0o1000 : 0);
+        const target = abs(rel);
+        const myId = id++;
+        if (isGoDir(st.mode)) {
+          await fs.mkdir(target, { mode: 0o700 });
+          dirs.add(rel);
+          dirMeta.push({ rel, mode: posixPerm, modTime: st.modTime });
+        } else if (isGoSymlink(st.mode)) {
+          await fs.symlink(st.linkname, target);
+          await fs.lutimes(target, toTime(st.modTime), toTime(st.modTime)).catch(() => {});
+        } else if (isGoRegular(st.mode)) {
+          if (st.linkname) {
+            const to = cleanRelative(st.linkname);
+            if (!to || !regular.has(to)) throw bad(`hardlink ${JSON.stringify(rel)} to an unknown file ${JSON.stringify(st.linkname)}`);
+            await fs.link(abs(to), target);
+          } else {
+            files.set(myId, { rel, mode: posixPerm, modTime: st.modTime });
+            toRequest.push(myId);
+            await pump();
+          }
+          regular.add(rel);
+        } else {
+          throw bad(`unsupported file type in export: ${JSON.stringify(rel)} (mode ${st.mode >>> 0})`);
+        }
+        break;
+      }
+      case PacketType.DATA: {
+        const fh = open.get(p.id);
+        if (!fh) throw bad(`data for a file that was not requested (id ${p.id})`);
+        if (p.data.length) {
+          await fh.write(p.data);
+          break;
+        }
+        const meta = files.get(p.id)!;
+        await fh.chmod(meta.mode);
+        await fh.close();
+        await fs.utimes(abs(meta.rel), toTime(meta.modTime), toTime(meta.modTime));
+        open.delete(p.id);
+        files.delete(p.id);
+        await pump();
+        break;
+      }
+      case PacketType.FIN:
+        if (!finSent) throw bad('sender finished before every file was received');
+        return;
+      case PacketType.ERR:
+        throw new ShimError(Code.UNKNOWN, 'diffcopy-sender', `error from sender: ${p.data.toString()}`);
+      default:
+        break;
+    }
+  }
+  for (const fh of open.values()) await fh.close().catch(() => {});
+  if (!finSent) throw new ShimError(Code.CANCELLED, 'diffcopy-eof', 'export stream ended early');
+}

@@ -1,0 +1,153 @@
+/**
+ * Safe extraction of the host's context tar into a fresh cache directory.
+ *
+ * Only directories and regular file contents touch the disk; every entry's metadata
+ * (type, mode incl. setuid/setgid/sticky, uid/gid, mtime in ns, size, link target) is kept
+ * in an index taken from the tar headers, and DiffCopy STATs are served from that index.
+ * Symlinks and hardlinks exist only in the index, so nothing can ever be written through
+ * a link. Refused: absolute names, '..', entries below a non-directory, hardlinks to
+ * anything but an earlier regular file, devices, FIFOs and duplicate names of another type.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import tarStream from 'tar-stream';
+import { Code, ShimError } from '../rpc/errors.js';
+import { GoMode, goModeFromPosix } from './filemode.js';
+import { cleanRelative, comparePaths } from './paths.js';
+import { makeStat, type FileStat } from './tree.js';
+
+export interface ExtractedTree {
+  /** Entries in walk order. */
+  entries: FileStat[];
+  /** For hardlinks: the path whose bytes hold their content. */
+  contentOf: Map<string, string>;
+}
+
+const typeBits: Record<string, number> = {
+  file: 0o100000,
+  'contiguous-file': 0o100000,
+  directory: 0o040000,
+  symlink: 0o120000,
+  link: 0o100000,
+};
+
+function refuse(msg: string): ShimError {
+  return new ShimError(Code.INVALID_ARGUMENT, 'bad-context-tar', `refusing context tar: ${msg}`);
+}
+
+function mtimeNs(header: tarStream.Header): bigint {
+  const pax = (header as { pax?: Record<string, string> }).pax;
+  const v = pax?.mtime;
+  if (v && /^-?\d+(\.\d+)?$/.test(v)) {
+    const [sec, frac = ''] = v.split('.');
+    return BigInt(sec!) * 1_000_000_000n + BigInt((frac + '000000000').slice(0, 9)) * (sec!.startsWith('-') ? -1n : 1n);
+  }
+  return BigInt(header.mtime?.getTime() ?? 0) * 1_000_000n;
+}
+
+/** Extracts `source` under `treeDir` (which must not exist yet) and returns the index. */
+export async function extractContextTar(source: AsyncIterable<Buffer>, treeDir: string, signal?: AbortSignal): Promise<ExtractedTree> {
+  await fsp.mkdir(treeDir, { mode: 0o700 });
+  const byPath = new Map<string, FileStat>([]);
+  const contentOf = new Map<string, string>();
+  const dirs = new Set<string>(['']);
+  const ensureParents = async (rel: string) => {
+    const parts = rel.split('/');
+    let cur = '';
+    for (let i = 0; i < parts.length - 1; i++) {
+      cur = cur ? `${cur}/${parts[i]}` : parts[i]!;
+      const existing = byPath.get(cur);
+      if (existing && !dirs.has(cur)) throw refuse(`${JSON.stringify(rel)} is below ${JSON.stringify(cur)}, which is not a directory`);
+      if (!existing) {
+        await fsp.mkdir(path.join(treeDir, cur), { mode: 0o700 });
+        dirs.add(cur);
+        byPath.set(cur, makeStat({ path: cur, mode: goModeFromPosix(0o040755) }));
+      }
+    }
+  };
+
+  const extract = tarStream.extract();
+  const done = (async () => {
+    for await (const entry of extract) {
+      const h = entry.header;
+      if (signal?.aborted) throw signal.reason;
+      let rel: string | undefined;
+      const raw = h.name;
+      if (raw.startsWith('/')) throw refuse(`absolute name ${JSON.stringify(raw)}`);
+      try {
+        rel = cleanRelative(raw);
+      } catch (err) {
+        throw refuse((err as Error).message);
+      }
+      if (rel === undefined) {
+        entry.resume();
+        continue;
+      }
+      const bits = typeBits[h.type ?? 'file'];
+      if (bits === undefined) throw refuse(`${JSON.stringify(rel)} has unsupported type ${h.type}`);
+      await ensureParents(rel);
+      const prev = byPath.get(rel);
+      const stat = makeStat({
+        path: rel,
+        mode: goModeFromPosix(bits | ((h.mode ?? 0) & 0o7777)),
+        uid: h.uid ?? 0,
+        gid: h.gid ?? 0,
+        modTime: mtimeNs(h),
+      });
+      if (h.type === 'directory') {
+        if (prev && !dirs.has(rel)) throw refuse(`${JSON.stringify(rel)} appears twice with different types`);
+        if (!prev) await fsp.mkdir(path.join(treeDir, rel), { mode: 0o700 });
+        dirs.add(rel);
+        byPath.set(rel, stat);
+        entry.resume();
+        continue;
+      }
+      if (prev) throw refuse(`${JSON.stringify(rel)} appears twice`);
+      if (h.type === 'symlink') {
+        stat.linkname = h.linkname ?? '';
+        stat.size = BigInt(Buffer.byteLength(stat.linkname));
+        byPath.set(rel, stat);
+        entry.resume();
+        continue;
+      }
+      if (h.type === 'link') {
+        let to: string | undefined;
+        try {
+          to = cleanRelative(h.linkname ?? '');
+        } catch (err) {
+          throw refuse(`hardlink ${JSON.stringify(rel)}: ${(err as Error).message}`);
+        }
+        const target = to === undefined ? undefined : byPath.get(to);
+        if (!to || !target || (target.mode >>> 0) & GoMode.Type || target.linkname) {
+          throw refuse(`hardlink ${JSON.stringify(rel)} does not point to an earlier regular file (${JSON.stringify(h.linkname)})`);
+        }
+        stat.linkname = to;
+        stat.mode = target.mode;
+        byPath.set(rel, stat);
+        contentOf.set(rel, to);
+        entry.resume();
+        continue;
+      }
+      stat.size = BigInt(h.size ?? 0);
+      byPath.set(rel, stat);
+      const fh = await fsp.open(
+        path.join(treeDir, rel),
+        fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+        0o600,
+      );
+      await pipeline(entry, fh.createWriteStream());
+    }
+  })();
+  try {
+    await Promise.all([pipeline(Readable.from(source, { objectMode: false }), extract), done]);
+  } catch (err) {
+    extract.destroy();
+    if (err instanceof ShimError) throw err;
+    throw refuse((err as Error).message);
+  }
+  const entries = [...byPath.values()].sort((a, b) => comparePaths(a.path, b.path));
+  return { entries, contentOf };
+}

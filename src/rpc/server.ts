@@ -1,0 +1,318 @@
+/**
+ * A small gRPC server on node:http2, used for the Builder API and for the BuildKit session.
+ *
+ * Why not @grpc/grpc-js's Server: it joins repeated request headers into one comma-joined
+ * value (the Builder API and BuildKit's DiffCopy both send repeated keys whose values may
+ * contain commas), and it exposes neither Node's header-pair limits nor the flow-control
+ * windows. Here request metadata is rebuilt from `rawHeaders`, every limit is ours to set,
+ * and responses honour HTTP/2 back-pressure. Only what gRPC requires is implemented:
+ * length-prefixed messages without compression, `grpc-timeout`, status in trailers.
+ */
+import http2 from 'node:http2';
+import { once } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { Code, ShimError, toStatus } from './errors.js';
+import { deframe, frame } from './framing.js';
+
+export type Metadata = ReadonlyMap<string, readonly string[]>;
+
+/** The subset of a ts-proto grpc-js method definition that a server needs. */
+export interface MethodDef<Req, Res> {
+  readonly path: string;
+  readonly requestStream: boolean;
+  readonly responseStream: boolean;
+  readonly requestDeserialize: (b: Buffer) => Req;
+  readonly responseSerialize: (r: Res) => Buffer;
+}
+
+export interface ServerCall<Req, Res> {
+  readonly method: string;
+  readonly metadata: Metadata;
+  readonly signal: AbortSignal;
+  /** Incoming messages; iterate once, from the start (back-pressure pauses the peer). */
+  messages(): AsyncIterable<Req>;
+  /** Sends one message, waiting while the peer's flow-control window is full. */
+  send(msg: Res): Promise<void>;
+  /** Sends raw, already serialized bytes as one message. */
+  sendRaw(msg: Uint8Array): Promise<void>;
+}
+
+type Handler = (call: ServerCall<unknown, unknown>) => Promise<unknown>;
+
+interface Route {
+  def: MethodDef<unknown, unknown>;
+  unary: boolean;
+  handler: Handler;
+}
+
+export interface ServerLimits {
+  /** Largest message accepted, in bytes. */
+  maxReceiveMessageSize: number;
+  /** Number of header fields accepted in one request. */
+  maxHeaderListPairs: number;
+  /** SETTINGS_MAX_HEADER_LIST_SIZE advertised to the peer, in bytes. */
+  maxHeaderListSize: number;
+  /** Per-stream and per-connection receive windows, in bytes. */
+  windowSize: number;
+  maxConcurrentStreams: number;
+}
+
+export const defaultLimits: ServerLimits = {
+  maxReceiveMessageSize: 64 << 20,
+  maxHeaderListPairs: 20_000,
+  maxHeaderListSize: 32 << 20,
+  windowSize: 16 << 20,
+  maxConcurrentStreams: 256,
+};
+
+/** Rebuilds repeated request headers from Node's flat rawHeaders list. */
+export function metadataFromRawHeaders(raw: readonly string[]): Map<string, string[]> {
+  const md = new Map<string, string[]>();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const key = raw[i]!.toLowerCase();
+    if (key.startsWith(':')) continue;
+    const list = md.get(key);
+    if (list) list.push(raw[i + 1]!);
+    else md.set(key, [raw[i + 1]!]);
+  }
+  return md;
+}
+
+/** Percent-encodes a status message as gRPC requires, keeping it small for strict peers. */
+export function encodeGrpcMessage(message: string, maxBytes = 8 << 10): string {
+  let bytes = Buffer.from(message, 'utf8');
+  if (bytes.length > maxBytes) bytes = Buffer.concat([bytes.subarray(0, maxBytes - 3), Buffer.from('...')]);
+  let out = '';
+  for (const b of bytes) {
+    out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : '%' + b.toString(16).toUpperCase().padStart(2, '0');
+  }
+  return out;
+}
+
+const timeoutUnits: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
+
+function parseTimeout(value: string | undefined): number | undefined {
+  if (!value) return undefined;
+  const m = /^(\d{1,8})([HMSmun])$/.exec(value);
+  if (!m) return undefined;
+  return Number(m[1]) * timeoutUnits[m[2]!]!;
+}
+
+export class RpcServer {
+  private readonly routes = new Map<string, Route>();
+  private readonly h2: http2.Http2Server;
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly active = new Set<AbortController>();
+  readonly limits: ServerLimits;
+  onError: (err: unknown, method: string) => void = () => {};
+
+  constructor(limits: Partial<ServerLimits> = {}) {
+    this.limits = { ...defaultLimits, ...limits };
+    this.h2 = http2.createServer({
+      maxHeaderListPairs: this.limits.maxHeaderListPairs,
+      maxSessionMemory: 1024,
+      settings: {
+        maxHeaderListSize: this.limits.maxHeaderListSize,
+        initialWindowSize: this.limits.windowSize,
+        maxConcurrentStreams: this.limits.maxConcurrentStreams,
+        enablePush: false,
+      },
+    });
+    this.h2.on('session', (session) => {
+      this.sessions.add(session);
+      session.on('close', () => this.sessions.delete(session));
+      session.on('error', () => {});
+      session.on('connect', () => {
+        try {
+          session.setLocalWindowSize(this.limits.windowSize);
+        } catch {
+          // the session may already be closing
+        }
+      });
+    });
+    this.h2.on('sessionError', () => {});
+    this.h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
+      void this.dispatch(stream, headers, rawHeaders);
+    });
+  }
+
+  /** Registers a unary method. */
+  unary<Req, Res>(def: MethodDef<Req, Res>, fn: (req: Req, call: ServerCall<Req, Res>) => Promise<Res>): this {
+    const handler: Handler = async (call) => {
+      let req: Req | undefined;
+      let n = 0;
+      for await (const m of (call as ServerCall<Req, Res>).messages()) {
+        req = m;
+        n++;
+      }
+      if (n !== 1) throw new ShimError(Code.INTERNAL, 'unary-count', `expected one request message, got ${n}`);
+      return fn(req as Req, call as ServerCall<Req, Res>);
+    };
+    this.routes.set(def.path, { def: def as MethodDef<unknown, unknown>, unary: true, handler });
+    return this;
+  }
+
+  /** Registers a client-, server- or bidi-streaming method. */
+  stream<Req, Res>(def: MethodDef<Req, Res>, fn: (call: ServerCall<Req, Res>) => Promise<void>): this {
+    this.routes.set(def.path, {
+      def: def as MethodDef<unknown, unknown>,
+      unary: false,
+      handler: fn as unknown as Handler,
+    });
+    return this;
+  }
+
+  /** The lower-cased paths of every registered method (what a BuildKit session advertises). */
+  methods(): string[] {
+    return [...this.routes.keys()];
+  }
+
+  /** Serves one already-connected byte stream (a socket or a tunnelled Duplex). */
+  injectConnection(conn: Duplex): void {
+    this.h2.emit('connection', conn);
+  }
+
+  /** Starts accepting on a net.Server-compatible listen target (unix path or tcp). */
+  listen(options: { path: string } | { host: string; port: number }): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.h2.once('error', onError);
+      this.h2.listen(options, () => {
+        this.h2.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  address(): ReturnType<http2.Http2Server['address']> {
+    return this.h2.address();
+  }
+
+  /** Stops accepting; running calls continue until they end or `destroy` is called. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.h2.listening) {
+        for (const s of this.sessions) s.close();
+        resolve();
+        return;
+      }
+      this.h2.close(() => resolve());
+      for (const s of this.sessions) s.close();
+    });
+  }
+
+  /** Cancels every running call and tears down every connection. */
+  destroy(reason?: Error): void {
+    for (const c of this.active) c.abort(reason ?? new ShimError(Code.UNAVAILABLE, 'shutdown', 'server shutting down'));
+    for (const s of this.sessions) s.destroy();
+    if (this.h2.listening) this.h2.close();
+  }
+
+  activeCalls(): number {
+    return this.active.size;
+  }
+
+  private async dispatch(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, raw: string[]): Promise<void> {
+    stream.on('error', () => {});
+    const path = String(headers[':path'] ?? '');
+    const route = this.routes.get(path);
+    if (!route) {
+      this.finish(stream, false, Code.UNIMPLEMENTED, `unknown method ${path}`);
+      return;
+    }
+    const ct = String(headers['content-type'] ?? '');
+    if (!ct.startsWith('application/grpc')) {
+      this.finish(stream, false, Code.INVALID_ARGUMENT, `unsupported content-type ${JSON.stringify(ct)}`);
+      return;
+    }
+    const controller = new AbortController();
+    this.active.add(controller);
+    const onClose = () => {
+      if (!controller.signal.aborted) {
+        controller.abort(new ShimError(Code.CANCELLED, 'cancelled', `call ${path} cancelled by the peer`));
+      }
+    };
+    stream.once('close', onClose);
+    stream.once('aborted', onClose);
+    const timeoutMs = parseTimeout(headers['grpc-timeout'] as string | undefined);
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(
+            () => controller.abort(new ShimError(Code.DEADLINE_EXCEEDED, 'deadline', `deadline exceeded for ${path}`)),
+            timeoutMs,
+          );
+
+    let headersSent = false;
+    const sendHeaders = () => {
+      if (headersSent || stream.destroyed) return;
+      headersSent = true;
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    };
+    const sendRaw = async (bytes: Uint8Array): Promise<void> => {
+      if (controller.signal.aborted || stream.destroyed) {
+        throw new ShimError(Code.CANCELLED, 'cancelled', `call ${path} is closed`);
+      }
+      sendHeaders();
+      if (!stream.write(frame(bytes))) {
+        await Promise.race([once(stream, 'drain'), once(stream, 'close')]);
+      }
+    };
+    const maxSize = this.limits.maxReceiveMessageSize;
+    const call: ServerCall<unknown, unknown> = {
+      method: path,
+      metadata: metadataFromRawHeaders(raw),
+      signal: controller.signal,
+      // Leaving the loop early must not reset the stream: the handler may still reply.
+      messages: () =>
+        decodeAll(deframe(stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>, maxSize), route.def.requestDeserialize),
+      send: (msg) => sendRaw(route.def.responseSerialize(msg)),
+      sendRaw,
+    };
+
+    try {
+      const result = await route.handler(call);
+      if (route.unary) await sendRaw(route.def.responseSerialize(result));
+      this.finish(stream, headersSent, Code.OK, '');
+    } catch (err) {
+      const st = toStatus(controller.signal.aborted && !(err instanceof ShimError) ? controller.signal.reason : err);
+      if (st.code === Code.INTERNAL || st.code === Code.UNKNOWN) this.onError(err, path);
+      this.finish(stream, headersSent, st.code, st.message);
+    } finally {
+      if (timer) clearTimeout(timer);
+      this.active.delete(controller);
+      stream.off('close', onClose);
+      stream.off('aborted', onClose);
+    }
+  }
+
+  private finish(stream: http2.ServerHttp2Stream, headersSent: boolean, code: Code, message: string): void {
+    if (stream.destroyed || stream.closed) return;
+    const trailers: http2.OutgoingHttpHeaders = { 'grpc-status': String(code) };
+    if (message) trailers['grpc-message'] = encodeGrpcMessage(message);
+    if (!headersSent) {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', ...trailers }, { endStream: true });
+      return;
+    }
+    stream.once('wantTrailers', () => {
+      try {
+        stream.sendTrailers(trailers);
+      } catch {
+        // the peer went away
+      }
+    });
+    stream.end();
+  }
+}
+
+async function* decodeAll<T>(frames: AsyncIterable<Buffer>, decode: (b: Buffer) => T): AsyncGenerator<T> {
+  for await (const f of frames) {
+    let msg: T;
+    try {
+      msg = decode(f);
+    } catch (err) {
+      throw new ShimError(Code.INVALID_ARGUMENT, 'bad-message', `failed to decode request message: ${(err as Error).message}`);
+    }
+    yield msg;
+  }
+}

@@ -1,0 +1,7 @@
+import { HealthCheckResponse_ServingStatus, HealthService } from '../gen/grpc/health/v1/health.js';
+import type { RpcServer } from '../rpc/server.js';
+
+/** buildkitd checks the session every few seconds and closes it after two failures. */
+export function registerHealth(server: RpcServer): void {
+  server.unary(HealthService.check, async () => ({ status: HealthCheckResponse_ServingStatus.SERVING }));
+}

@@ -1,0 +1,76 @@
+/**
+ * A BuildKit session opened from our side. We call Control.Session with the
+ * x-docker-expose-session-* headers; buildkitd turns that call into a byte connection and
+ * dials gRPC back to us over it, so we serve HTTP/2 on the tunnel. The methods advertised
+ * (one header field each) are exactly those registered on the session's server.
+ */
+import { randomBytes } from 'node:crypto';
+import { Metadata as GrpcMetadata } from '@grpc/grpc-js';
+import type { ControlClient } from '../gen/github.com/moby/buildkit/api/services/control/control.js';
+import { RpcServer } from '../rpc/server.js';
+import { registerHealth } from './health.js';
+import { tunnelDuplex, type BytesCall } from './tunnel.js';
+
+/** BuildKit's identity.NewID: 25 characters of base36. */
+export function newSessionId(): string {
+  const bytes = randomBytes(16);
+  let n = BigInt('0x' + bytes.toString('hex'));
+  let out = '';
+  while (out.length < 25) {
+    out += (n % 36n).toString(36);
+    n /= 36n;
+  }
+  return out;
+}
+
+export interface SessionOptions {
+  name: string;
+  sharedKey: string;
+  /** Registers the session's services (FileSync, FileSend, secrets...). Health is always there. */
+  attach: (server: RpcServer) => void;
+}
+
+export class BuildkitSession {
+  readonly id = newSessionId();
+  readonly server = new RpcServer({ maxReceiveMessageSize: 64 << 20 });
+  private call: ReturnType<ControlClient['session']> | undefined;
+  /** Settles when the tunnel closes. */
+  readonly closed: Promise<void>;
+  private resolveClosed!: () => void;
+
+  constructor(
+    private readonly control: ControlClient,
+    opts: SessionOptions,
+  ) {
+    this.closed = new Promise((r) => (this.resolveClosed = r));
+    registerHealth(this.server);
+    opts.attach(this.server);
+    const md = new GrpcMetadata();
+    md.set('x-docker-expose-session-uuid', this.id);
+    md.set('x-docker-expose-session-name', opts.name);
+    md.set('x-docker-expose-session-sharedkey', opts.sharedKey);
+    for (const m of this.server.methods()) md.add('x-docker-expose-session-grpc-method', m);
+    this.md = md;
+  }
+
+  private readonly md: GrpcMetadata;
+
+  /** Opens the tunnel; buildkitd registers the session once its HTTP/2 handshake completes. */
+  start(): void {
+    const call = this.control.session(this.md);
+    this.call = call;
+    const duplex = tunnelDuplex(call as unknown as BytesCall);
+    duplex.on('error', () => {});
+    duplex.on('close', () => this.resolveClosed());
+    call.on('status', () => this.resolveClosed());
+    call.on('error', () => this.resolveClosed());
+    this.server.injectConnection(duplex);
+  }
+
+  /** Ends the session: buildkitd drops it and fails whatever still needs it. */
+  close(): void {
+    this.server.destroy();
+    this.call?.cancel();
+    this.resolveClosed();
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * One PerformBuild: read the options, open a BuildKit session whose services are backed
+ * by the host stream, run buildkitd's dockerfile.v0 frontend with Control.Solve, relay its
+ * progress to the host, and leave the result in <exports>/<build-id>/.
+ */
+import { randomUUID } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { ClientStream, ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
+import type { ControlClient, SolveRequest } from '../gen/github.com/moby/buildkit/api/services/control/control.js';
+import { Code, ShimError, toStatus } from '../rpc/errors.js';
+import type { ServerCall } from '../rpc/server.js';
+import type { ContextCache } from '../cache/context-cache.js';
+import { BuildkitSession } from '../session/session.js';
+import { registerFileSync, type DirProvider } from '../session/filesync.js';
+import { registerFileSend, type ExportTarget } from '../session/filesend.js';
+import { memoryTree } from '../fssync/memory-tree.js';
+import { walkFromHost } from '../fssync/host-walk.js';
+import { selectEntries } from '../fssync/select.js';
+import { PlainPrinter } from '../progress/plain.js';
+import { parseBuildOptions, type BuildOptions } from './build-options.js';
+import { HostChannel } from './host-channel.js';
+import { ProgressPump } from './progress-pump.js';
+import { callSolve, followStatus } from './control.js';
+import type { Logger } from './log.js';
+
+export interface BuildEnv {
+  control: ControlClient;
+  exportsDir: string;
+  cache: ContextCache;
+  defaultPlatform: string;
+  log: Logger;
+}
+
+export const DOCKERFILE_NAME = 'Dockerfile';
+
+/** Where each output goes inside the build's export directory, as apple's host expects. */
+export function exportTargets(opts: BuildOptions, dir: string): ExportTarget[] {
+  let files = 0;
+  let dirs = 0;
+  return opts.outputs.map((o) => {
+    if (o.type === 'local') {
+      const name = dirs++ === 0 ? 'local' : `local.${dirs - 1}`;
+      return { kind: 'dir', path: path.join(dir, name) };
+    }
+    const name = files++ === 0 ? 'out.tar' : `out.${files - 1}.tar`;
+    return { kind: 'file', path: path.join(dir, name) };
+  });
+}
+
+export function solveRequest(opts: BuildOptions, sessionId: string, ref: string): SolveRequest {
+  const attrs: Record<string, string> = {
+    filename: DOCKERFILE_NAME,
+    platform: opts.platforms.join(','),
+  };
+  // Images are always exported as an index (as the Go shim does); local and tar outputs
+  // get per-platform subdirectories only when several platforms are built, as buildctl does.
+  if (opts.platforms.length > 1 || opts.outputs.every((o) => o.type === 'oci')) attrs['multi-platform'] = 'true';
+  if (opts.target) attrs.target = opts.target;
+  if (opts.noCache) attrs['no-cache'] = '';
+  for (const [k, v] of opts.buildArgs) attrs[`build-arg:${k}`] = v;
+  for (const [k, v] of opts.labels) attrs[`label:${k}`] = v;
+  const name = opts.tags[0];
+  const exporters = opts.outputs.map((o) => {
+    const a: Record<string, string> = { ...o.attrs };
+    delete a.dest;
+    if (o.type !== 'local' && name) {
+      a.name ??= name;
+      a['annotation-index-descriptor.com.apple.containerization.image.name'] ??= name;
+    }
+    return { Type: o.type, Attrs: a };
+  });
+  return {
+    Ref: ref,
+    Definition: undefined,
+    ExporterDeprecated: '',
+    ExporterAttrsDeprecated: {},
+    Session: sessionId,
+    Frontend: 'dockerfile.v0',
+    FrontendAttrs: attrs,
+    Cache: undefined,
+    Entitlements: [],
+    FrontendInputs: {},
+    Internal: false,
+    SourcePolicy: undefined,
+    Exporters: exporters,
+    EnableSessionExporter: false,
+    SourcePolicySession: '',
+  };
+}
+
+export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream, ServerStream>): Promise<void> {
+  const opts = parseBuildOptions(call.metadata, env.defaultPlatform);
+  const log = env.log.child({ build: opts.buildId });
+  const channel = new HostChannel(call);
+  const reading = channel.run();
+  const pump = new ProgressPump((data) => channel.writeOutput(data));
+  const printer = new PlainPrinter((t) => pump.write(t));
+  const exportDir = path.join(env.exportsDir, opts.buildId);
+  await fsp.mkdir(exportDir, { recursive: true, mode: 0o755 });
+  const targets = exportTargets(opts, exportDir);
+  for (const t of targets) {
+    if (await fsp.lstat(t.path).then(() => true, () => false)) {
+      throw new ShimError(Code.ALREADY_EXISTS, 'export-exists', `export ${t.path} already exists for build ${opts.buildId}`);
+    }
+  }
+
+  const dockerfileDir = memoryTree({
+    [DOCKERFILE_NAME]: opts.dockerfile,
+    ...(opts.dockerignore ? { [`${DOCKERFILE_NAME}.dockerignore`]: opts.dockerignore } : {}),
+  });
+  const provider: DirProvider = async (req) => {
+    log.debug({ dir: req.dirName, include: req.includePatterns, exclude: req.excludePatterns, follow: req.followPaths }, 'diffcopy');
+    if (req.dirName === 'dockerfile') {
+      return { source: dockerfileDir, entries: await selectEntries(dockerfileDir, req), release: () => {} };
+    }
+    if (req.dirName === 'context') {
+      const entry = await walkFromHost(channel, env.cache, {
+        dirName: req.dirName,
+        followPaths: req.followPaths.length ? req.followPaths : ['.'],
+        includePatterns: req.includePatterns,
+        signal: req.signal,
+      });
+      return { source: entry, entries: await selectEntries(entry, req), release: () => entry.release() };
+    }
+    throw new ShimError(Code.NOT_FOUND, 'unknown-dir', `no access allowed to dir ${JSON.stringify(req.dirName)}`);
+  };
+
+  const session = new BuildkitSession(env.control, {
+    name: `builder-shim ${opts.buildId}`,
+    sharedKey: opts.buildId,
+    attach: (server) => {
+      server.onError = (err, method) => log.warn({ err: String(err), method }, 'session call failed');
+      registerFileSync(server, provider);
+      registerFileSend(server, targets);
+    },
+  });
+  const ref = randomUUID().replace(/-/g, '');
+  const abort = new AbortController();
+  const onAbort = () => abort.abort(call.signal.reason);
+  call.signal.addEventListener('abort', onAbort, { once: true });
+  session.start();
+  let ok = false;
+  try {
+    const status = followStatus(env.control, ref, abort.signal, (s) => printer.update(s));
+    try {
+      await callSolve(env.control, solveRequest(opts, session.id, ref), abort.signal);
+    } catch (err) {
+      const st = toStatus(err);
+      throw new ShimError(st.code === Code.OK ? Code.UNKNOWN : st.code, 'solve', `failed to solve: ${st.message}`, { cause: err });
+    } finally {
+      await Promise.race([status, new Promise((r) => setTimeout(r, 3000).unref())]);
+      abort.abort();
+      printer.finish();
+      await pump.flush();
+    }
+    ok = true;
+    log.info({ outputs: targets.map((t) => t.path) }, 'build finished');
+  } finally {
+    call.signal.removeEventListener('abort', onAbort);
+    session.close();
+    channel.close(new ShimError(Code.CANCELLED, 'build-over', 'build finished'));
+    void reading;
+    if (!ok) {
+      // Never leave a half-written result for the host to pick up.
+      await Promise.all(targets.map((t) => fsp.rm(t.path, { recursive: true, force: true })));
+    }
+  }
+}

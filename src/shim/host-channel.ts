@@ -1,0 +1,122 @@
+/**
+ * The shim's end of one PerformBuild stream. Every exchange is started by the shim: it
+ * sends a ServerStream whose `build_id` is a fresh UUID, and the host answers with one or
+ * more ClientStreams carrying that same `build_id`. IO packets are answered by a
+ * terminal "ack" command with the IO's id; "winch" commands (empty id) resize the tty.
+ * Replies for ids nobody waits for are dropped.
+ */
+import { randomUUID } from 'node:crypto';
+import type { ClientStream, ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
+import { Stdio } from '../gen/com/apple/container/build/v1/builder.js';
+import { Code, ShimError, abortReason } from '../rpc/errors.js';
+import type { ServerCall } from '../rpc/server.js';
+import { decodeTerminalCommand } from '../protocol/terminal.js';
+import { AsyncQueue } from './async-queue.js';
+
+export class HostChannel {
+  private readonly waiting = new Map<string, AsyncQueue<ClientStream>>();
+  private readonly acks = new Map<string, { resolve: () => void; reject: (err: Error) => void }>();
+  private closedWith: Error | undefined;
+  onResize: (rows: number, cols: number) => void = () => {};
+  /** Bytes received from the host in transfers (for metrics and benchmarks). */
+  bytesIn = 0;
+
+  constructor(private readonly call: ServerCall<ClientStream, ServerStream>) {}
+
+  /** Reads the host's packets until the stream ends; run it for the whole build. */
+  async run(): Promise<void> {
+    try {
+      for await (const msg of this.call.messages()) await this.route(msg);
+      this.close(new ShimError(Code.CANCELLED, 'host-closed', 'the host closed the build stream'));
+    } catch (err) {
+      this.close(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private async route(msg: ClientStream): Promise<void> {
+    if (msg.command) {
+      const cmd = decodeTerminalCommand(msg.command.command);
+      if (!cmd) return;
+      if (cmd.code === 'winch') {
+        this.onResize(cmd.rows, cmd.cols);
+        return;
+      }
+      const id = msg.buildId || msg.command.id;
+      const ack = this.acks.get(id);
+      if (ack) {
+        this.acks.delete(id);
+        ack.resolve();
+      }
+      return;
+    }
+    const q = this.waiting.get(msg.buildId);
+    if (!q) return;
+    this.bytesIn += (msg.buildTransfer?.data.length ?? 0) + (msg.imageTransfer?.data.length ?? 0);
+    await q.push(msg);
+  }
+
+  /** Fails every pending exchange; later requests fail at once. */
+  close(err: Error): void {
+    if (this.closedWith) return;
+    this.closedWith = err;
+    for (const q of this.waiting.values()) q.end(err);
+    this.waiting.clear();
+    for (const a of this.acks.values()) a.reject(err);
+    this.acks.clear();
+  }
+
+  private check(): void {
+    if (this.closedWith) throw this.closedWith;
+    if (this.call.signal.aborted) throw abortReason(this.call.signal);
+  }
+
+  /**
+   * Sends a request and returns its replies. The caller must iterate the result to the end
+   * (or call `done`), so the id is forgotten.
+   */
+  async request(build: (id: string) => Omit<ServerStream, 'buildId'>, capacity = 8): Promise<Exchange> {
+    this.check();
+    const id = randomUUID();
+    const q = new AsyncQueue<ClientStream>(capacity);
+    this.waiting.set(id, q);
+    const done = () => {
+      this.waiting.delete(id);
+      q.end();
+    };
+    try {
+      await this.call.send({ buildId: id, ...build(id) });
+    } catch (err) {
+      done();
+      throw err;
+    }
+    return { id, replies: q, done };
+  }
+
+  /** Sends one request and waits for exactly one reply. */
+  async requestOne(build: (id: string) => Omit<ServerStream, 'buildId'>): Promise<ClientStream> {
+    const ex = await this.request(build, 1);
+    try {
+      const r = await ex.replies.next();
+      if (r.done) throw new ShimError(Code.CANCELLED, 'host-closed', 'the host closed the stream before replying');
+      return r.value;
+    } finally {
+      ex.done();
+    }
+  }
+
+  /** Sends progress output and waits for the host's ack, as apple's host expects. */
+  async writeOutput(data: Buffer): Promise<void> {
+    this.check();
+    const id = randomUUID();
+    const acked = new Promise<void>((resolve, reject) => this.acks.set(id, { resolve, reject }));
+    acked.catch(() => {});
+    await this.call.send({ buildId: id, io: { type: Stdio.STDERR, data } });
+    await acked;
+  }
+}
+
+export interface Exchange {
+  id: string;
+  replies: AsyncQueue<ClientStream>;
+  done(): void;
+}
