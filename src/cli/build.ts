@@ -1,0 +1,145 @@
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { BuildFailed, connectBuilder, probeBuilder, runHostBuild } from '../host/build-client.js';
+import type { HostOutput } from '../host/exports.js';
+import { ContextError } from '../host/context-select.js';
+import { parseCsvFields } from '../shim/csv.js';
+import { UsageError } from './usage.js';
+
+export const buildUsage = `usage: builder-shim build --builder ADDR --exports-dir DIR [options] CONTEXT
+
+  --builder ADDR        the shim's Builder API: unix:///path or tcp://host:port
+  --exports-dir DIR     the directory the shim writes results into (shared with it)
+  -f, --file FILE       Dockerfile (default CONTEXT/Dockerfile, then CONTEXT/Containerfile; - for stdin)
+  -t, --tag NAME        image name (repeatable)
+  -o, --output SPEC     type=local,dest=DIR | type=oci[,dest=FILE] | type=tar,dest=FILE (repeatable)
+  --build-arg K=V       build argument (repeatable)
+  -l, --label K=V       image label (repeatable)
+  --target STAGE        the stage to build
+  --platform LIST       target platforms, comma-separated (repeatable)
+  --no-cache            do not use BuildKit's cache
+  --progress MODE       plain, tty or quiet (default plain)
+  -q, --quiet           same as --progress quiet`;
+
+export function parseOutputFlag(spec: string): HostOutput {
+  let fields: string[];
+  try {
+    fields = parseCsvFields(spec);
+  } catch (err) {
+    throw new UsageError(`invalid --output ${JSON.stringify(spec)}: ${(err as Error).message}`, buildUsage);
+  }
+  const attrs: Record<string, string> = {};
+  let type: string | undefined;
+  let dest: string | undefined;
+  for (const f of fields) {
+    const i = f.indexOf('=');
+    if (i <= 0) throw new UsageError(`invalid --output ${JSON.stringify(spec)}: ${JSON.stringify(f)} is not key=value`, buildUsage);
+    const k = f.slice(0, i).trim().toLowerCase();
+    const v = f.slice(i + 1);
+    if (k === 'type') type = v;
+    else if (k === 'dest') dest = v;
+    else attrs[k] = v;
+  }
+  if (type !== 'oci' && type !== 'tar' && type !== 'local') {
+    throw new UsageError(`invalid --output ${JSON.stringify(spec)}: type must be oci, tar or local`, buildUsage);
+  }
+  if ((type === 'tar' || type === 'local') && !dest) {
+    throw new UsageError(`invalid --output ${JSON.stringify(spec)}: dest field is required`, buildUsage);
+  }
+  return { type, attrs, ...(dest ? { dest } : {}) };
+}
+
+async function readDockerfile(file: string | undefined, context: string): Promise<{ data: Buffer; ignore?: Buffer }> {
+  if (file === '-') {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    return { data: Buffer.concat(chunks) };
+  }
+  const candidates = file ? [file] : [path.join(context, 'Dockerfile'), path.join(context, 'Containerfile')];
+  for (const c of candidates) {
+    const data = await fsp.readFile(c).catch(() => undefined);
+    if (!data) continue;
+    const ignore = await fsp.readFile(`${c}.dockerignore`).catch(() => undefined);
+    return { data, ...(ignore ? { ignore } : {}) };
+  }
+  throw new UsageError(file ? `dockerfile ${JSON.stringify(file)} not found` : `no Dockerfile or Containerfile in ${JSON.stringify(context)}`);
+}
+
+export async function build(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      builder: { type: 'string' },
+      'exports-dir': { type: 'string' },
+      file: { type: 'string', short: 'f' },
+      tag: { type: 'string', short: 't', multiple: true },
+      output: { type: 'string', short: 'o', multiple: true },
+      'build-arg': { type: 'string', multiple: true },
+      label: { type: 'string', short: 'l', multiple: true },
+      target: { type: 'string', default: '' },
+      platform: { type: 'string', multiple: true },
+      'no-cache': { type: 'boolean', default: false },
+      progress: { type: 'string', default: 'plain' },
+      quiet: { type: 'boolean', short: 'q', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(buildUsage + '\n');
+    return 0;
+  }
+  if (positionals.length > 1) throw new UsageError('build takes one CONTEXT argument', buildUsage);
+  const contextDir = positionals[0] ?? '.';
+  if (!values.builder) throw new UsageError('--builder is required (a local builder is not started yet)', buildUsage);
+  if (!values['exports-dir']) throw new UsageError('--exports-dir is required with --builder', buildUsage);
+  const progress = values.quiet ? 'quiet' : values.progress;
+  if (progress !== 'plain' && progress !== 'tty' && progress !== 'quiet') {
+    throw new UsageError(`invalid --progress ${JSON.stringify(progress)}: plain, tty or quiet`, buildUsage);
+  }
+  const st = await fsp.stat(contextDir).catch(() => undefined);
+  if (!st?.isDirectory()) throw new UsageError(`context dir ${JSON.stringify(contextDir)} does not exist or is not a directory`);
+  const df = await readDockerfile(values.file, contextDir);
+  const outputs = (values.output ?? ['type=oci']).map(parseOutputFlag);
+  const client = connectBuilder(values.builder);
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await probeBuilder(client).catch((err) => {
+      throw new BuildFailed(`builder at ${values.builder} is not answering: ${(err as Error).message}`, 14);
+    });
+    const res = await runHostBuild(client, {
+      builder: values.builder,
+      exportsDir: path.resolve(values['exports-dir']),
+      contextDir,
+      dockerfile: df.data,
+      ...(df.ignore ? { dockerignore: df.ignore } : {}),
+      tags: values.tag ?? [],
+      platforms: (values.platform ?? []).flatMap((p) => p.split(',')).filter(Boolean),
+      buildArgs: values['build-arg'] ?? [],
+      labels: values.label ?? [],
+      target: values.target,
+      noCache: values['no-cache'],
+      outputs,
+      progress,
+      secrets: new Map(),
+      ssh: [],
+      cacheIn: [],
+      cacheOut: [],
+      signal: abort.signal,
+    });
+    for (const w of res.written) process.stdout.write(`${w}\n`);
+    for (const t of values.tag ?? []) process.stdout.write(`${t}\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof ContextError) throw new UsageError(err.message);
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    client.close();
+  }
+}

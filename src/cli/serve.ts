@@ -1,0 +1,68 @@
+import { parseArgs } from 'node:util';
+import path from 'node:path';
+import fsp from 'node:fs/promises';
+import { ContextCache } from '../cache/context-cache.js';
+import { RpcServer } from '../rpc/server.js';
+import { registerBuilder } from '../shim/builder-service.js';
+import { connectBuildkit } from '../shim/control.js';
+import { listenOn, parseListenAddr } from '../shim/listen.js';
+import { createLogger, type Level } from '../shim/log.js';
+import { nativePlatform } from '../shim/platform.js';
+import { UsageError } from './usage.js';
+
+export const serveUsage = `usage: builder-shim serve --listen ADDR [--listen ADDR]... --buildkit-addr unix:///PATH
+                          --exports-dir DIR --cache-dir DIR [--log-level debug|info|warn|error]
+
+  --listen          where to serve the Builder API: unix:///path or tcp://host:port (repeatable)
+  --buildkit-addr   buildkitd's address (default unix:///run/buildkit/buildkitd.sock)
+  --exports-dir     where results are written, <dir>/<build-id>/ (shared with the host)
+  --cache-dir       the build-context cache`;
+
+export async function serve(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      listen: { type: 'string', multiple: true },
+      'buildkit-addr': { type: 'string', default: 'unix:///run/buildkit/buildkitd.sock' },
+      'exports-dir': { type: 'string', default: '/var/lib/container-builder-shim/exports' },
+      'cache-dir': { type: 'string', default: '/var/lib/container-builder-shim/cache' },
+      'log-level': { type: 'string', default: 'info' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(serveUsage + '\n');
+    return 0;
+  }
+  const listens = (values.listen ?? []).map(parseListenAddr);
+  if (!listens.length) throw new UsageError('serve needs at least one --listen address', serveUsage);
+  const level = values['log-level'] as Level;
+  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new UsageError(`invalid --log-level ${level}`, serveUsage);
+  const log = createLogger(level, { component: 'shim' });
+
+  const exportsDir = path.resolve(values['exports-dir']);
+  await fsp.mkdir(exportsDir, { recursive: true, mode: 0o755 });
+  const cache = new ContextCache(path.resolve(values['cache-dir']));
+  await cache.init();
+  const control = connectBuildkit(values['buildkit-addr']);
+  const server = new RpcServer();
+  server.onError = (err, method) => log.error({ err: String((err as Error)?.stack ?? err), method }, 'call failed');
+  registerBuilder(server, { control, exportsDir, cache, defaultPlatform: nativePlatform(), log });
+  for (const l of listens) await listenOn(server, l);
+  log.info({ listen: values.listen, buildkit: values['buildkit-addr'] }, 'serving');
+
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info({ signal: sig }, 'shutting down');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await Promise.race([server.close(), new Promise((r) => setTimeout(r, 10_000).unref())]);
+  server.destroy();
+  control.close();
+  for (const l of listens) if (l.kind === 'unix') await fsp.rm(l.path, { force: true });
+  return 0;
+}

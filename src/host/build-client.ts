@@ -1,0 +1,155 @@
+/**
+ * The host half of PerformBuild, as apple's `container build` speaks it: every option in
+ * request headers, then answers to whatever the shim asks on the stream (context files,
+ * and later images), every IO packet acked (also when quiet), and the result picked up
+ * from the exports directory once the call ends OK.
+ */
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { Metadata, credentials, status as GrpcStatus, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { BuilderClient, type ClientStream, type ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
+import { encodeTerminalCommand } from '../protocol/terminal.js';
+import { answerWalk } from './fssync.js';
+import { collectOutputs, type HostOutput } from './exports.js';
+
+export interface HostBuildOptions {
+  builder: string;
+  exportsDir: string;
+  contextDir: string;
+  dockerfile: Buffer;
+  dockerignore?: Buffer;
+  tags: string[];
+  platforms: string[];
+  buildArgs: string[];
+  labels: string[];
+  target: string;
+  noCache: boolean;
+  outputs: HostOutput[];
+  progress: 'plain' | 'tty' | 'quiet';
+  secrets: Map<string, Buffer>;
+  ssh: string[];
+  cacheIn: string[];
+  cacheOut: string[];
+  /** Where progress goes (stderr by default). */
+  progressOut?: (data: Buffer) => void;
+  signal?: AbortSignal;
+}
+
+export interface HostBuildResult {
+  buildId: string;
+  written: string[];
+  /** Bytes of context tar sent to the shim. */
+  contextBytes: number;
+}
+
+export class BuildFailed extends Error {
+  constructor(
+    message: string,
+    readonly code: number,
+  ) {
+    super(message);
+    this.name = 'BuildFailed';
+  }
+}
+
+export function connectBuilder(addr: string): BuilderClient {
+  const target = addr.startsWith('tcp://') ? addr.slice('tcp://'.length) : addr;
+  return new BuilderClient(target, credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 64 << 20,
+    'grpc.max_send_message_length': 64 << 20,
+    'grpc-node.flow_control_window': 16 << 20,
+    'grpc.max_metadata_size': 64 << 20,
+  });
+}
+
+/** Info is the liveness probe: apple's host gives it 30 s. */
+export function probeBuilder(client: BuilderClient, timeoutMs = 30_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    client.info({}, new Metadata(), { deadline: Date.now() + timeoutMs }, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/** The request headers, in the order apple's host writes them. */
+export function buildHeaders(opts: HostBuildOptions, buildId: string): Metadata {
+  const md = new Metadata();
+  const add = (k: string, v: string) => md.add(k, v);
+  add('build-id', buildId);
+  add('context', path.resolve(opts.contextDir));
+  add('dockerfile', opts.dockerfile.toString('base64'));
+  add('progress', opts.progress === 'tty' ? 'tty' : 'plain');
+  add('target', opts.target);
+  if (opts.dockerignore) add('dockerignore', opts.dockerignore.toString('base64'));
+  for (const t of opts.tags) add('tag', t);
+  for (const p of opts.platforms) add('platforms', p);
+  if (opts.noCache) add('no-cache', '');
+  for (const l of opts.labels) add('labels', l);
+  for (const b of opts.buildArgs) add('build-args', b);
+  for (const [id, v] of opts.secrets) add('secrets', `${id}=${v.toString('base64')}`);
+  for (const s of opts.ssh) add('ssh', s);
+  for (const o of opts.outputs) {
+    const attrs = Object.entries(o.attrs).map(([k, v]) => `,${k}=${v}`);
+    add('outputs', `type=${o.type}${attrs.join('')}`);
+  }
+  for (const c of opts.cacheIn) add('cache-in', c);
+  for (const c of opts.cacheOut) add('cache-out', c);
+  return md;
+}
+
+export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions): Promise<HostBuildResult> {
+  const buildId = randomUUID().toUpperCase();
+  const buildDir = path.join(opts.exportsDir, buildId);
+  await fsp.mkdir(buildDir, { recursive: true });
+  const out = opts.progressOut ?? ((d: Buffer) => process.stderr.write(d));
+  let contextBytes = 0;
+  try {
+    const call: ClientDuplexStream<ClientStream, ServerStream> = client.performBuild(buildHeaders(opts, buildId));
+    const onAbort = () => call.cancel();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const send = async (msg: ClientStream) => {
+      if (!call.write(msg)) await Promise.race([once(call, 'drain'), once(call, 'close')]);
+    };
+    const handlers = new Set<Promise<void>>();
+    let handlerError: unknown;
+    const handle = async (msg: ServerStream) => {
+      if (msg.io) {
+        if (opts.progress !== 'quiet') out(Buffer.from(msg.io.data));
+        await send({ buildId: msg.buildId, command: { id: msg.buildId, command: encodeTerminalCommand({ code: 'ack', rows: 0, cols: 0 }) } });
+        return;
+      }
+      const bt = msg.buildTransfer;
+      if (bt && bt.metadata.stage === 'fssync') {
+        if (bt.metadata.method === 'Walk') {
+          const st = await answerWalk(opts.contextDir, msg.buildId, bt, send);
+          contextBytes += st.bytes;
+          return;
+        }
+        throw new Error(`unsupported fssync method ${JSON.stringify(bt.metadata.method)}`);
+      }
+      // Requests no handler accepts are dropped, as apple's host does.
+    };
+    const status = new Promise<{ code: number; details: string }>((resolve) => {
+      call.on('status', (s) => resolve({ code: s.code, details: s.details }));
+      call.on('error', (e: ServiceError) => resolve({ code: e.code ?? GrpcStatus.UNKNOWN, details: e.details ?? e.message }));
+    });
+    call.on('data', (msg: ServerStream) => {
+      const p = handle(msg).catch((err) => {
+        handlerError ??= err;
+        call.cancel();
+      });
+      handlers.add(p);
+      void p.finally(() => handlers.delete(p));
+    });
+    const st = await status;
+    opts.signal?.removeEventListener('abort', onAbort);
+    await Promise.allSettled([...handlers]);
+    call.end();
+    if (handlerError) throw new BuildFailed(`host failed to serve the build: ${(handlerError as Error).message}`, GrpcStatus.INTERNAL);
+    if (st.code !== GrpcStatus.OK) throw new BuildFailed(st.details, st.code);
+    const written = await collectOutputs(buildDir, opts.outputs);
+    return { buildId, written, contextBytes };
+  } finally {
+    await fsp.rm(buildDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,138 @@
+/**
+ * The host's answers to stage "fssync": Walk in tar mode (a `hash` packet, tar chunks of at
+ * most 4 MiB, then `complete`), as apple's host does. The tar is produced while it is
+ * sent, one file at a time, so nothing but the current chunk is held in memory.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { TransferDirection, type BuildTransfer, type ClientStream } from '../gen/com/apple/container/build/v1/builder.js';
+import { decodeFollowPaths } from '../protocol/followpaths.js';
+import { selectContext, type ContextFile } from './context-select.js';
+import { END_OF_ARCHIVE, contentPadding, entryHeader, type TarEntry } from './tar-writer.js';
+
+export const CHUNK_SIZE = 4 << 20;
+
+export type Send = (msg: ClientStream) => Promise<void>;
+
+function tarEntry(f: ContextFile, hardlinkOf: string | undefined): TarEntry {
+  const mode = Number(f.st.mode & 0o7777n);
+  return {
+    path: f.rel,
+    type: hardlinkOf ? 'hardlink' : f.type,
+    mode,
+    uid: Number(f.st.uid),
+    gid: Number(f.st.gid),
+    size: f.type === 'file' && !hardlinkOf ? f.st.size : 0n,
+    mtimeNs: f.st.mtimeNs,
+    linkname: hardlinkOf ?? f.linkname,
+  };
+}
+
+/** Hard links are kept: a later path with the inode of an earlier file becomes a link to it. */
+function planEntries(files: ContextFile[]): Array<{ f: ContextFile; entry: TarEntry }> {
+  const seen = new Map<string, string>();
+  return files.map((f) => {
+    let link: string | undefined;
+    if (f.type === 'file' && f.st.nlink > 1n) {
+      const key = `${f.st.dev}:${f.st.ino}`;
+      link = seen.get(key);
+      if (!link) seen.set(key, f.rel);
+    }
+    return { f, entry: tarEntry(f, link) };
+  });
+}
+
+/**
+ * A key for the selection that changes whenever a path, type, mode, owner, size, mtime,
+ * link target or any content byte changes. Each record is length-prefixed JSON, so two
+ * different trees cannot produce the same input.
+ */
+export async function hashSelection(plan: Array<{ f: ContextFile; entry: TarEntry }>): Promise<string> {
+  const h = createHash('sha256');
+  h.update('builder-shim context v1\n');
+  for (const { f, entry } of plan) {
+    let content = '';
+    if (entry.type === 'file') {
+      const ch = createHash('sha256');
+      for await (const chunk of fs.createReadStream(f.abs, { highWaterMark: 1 << 20 })) ch.update(chunk as Buffer);
+      content = ch.digest('hex');
+    }
+    const rec = JSON.stringify([entry.path, entry.type, entry.mode, entry.uid, entry.gid, entry.size.toString(), entry.mtimeNs.toString(), entry.linkname, content]);
+    h.update(`${Buffer.byteLength(rec)}:${rec}\n`);
+  }
+  return h.digest('hex');
+}
+
+/** Yields the tar of `plan`, in pieces. */
+async function* tarStream(plan: Array<{ f: ContextFile; entry: TarEntry }>): AsyncGenerator<Buffer> {
+  for (const { f, entry } of plan) {
+    yield entryHeader(entry);
+    if (entry.type !== 'file' || entry.size === 0n) continue;
+    const fh = await fsp.open(f.abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    let left = entry.size;
+    try {
+      const buf = Buffer.allocUnsafe(1 << 20);
+      while (left > 0n) {
+        const want = left < BigInt(buf.length) ? Number(left) : buf.length;
+        const { bytesRead } = await fh.read(buf, 0, want, null);
+        if (bytesRead === 0) throw new Error(`${f.rel} shrank while it was being sent`);
+        left -= BigInt(bytesRead);
+        yield Buffer.from(buf.subarray(0, bytesRead));
+      }
+    } finally {
+      await fh.close();
+    }
+    yield contentPadding(entry.size);
+  }
+  yield END_OF_ARCHIVE;
+}
+
+function reply(req: BuildTransfer, fields: Partial<BuildTransfer>): BuildTransfer {
+  return {
+    id: req.id,
+    direction: TransferDirection.OUTOF,
+    source: req.source,
+    data: Buffer.alloc(0),
+    complete: false,
+    isDirectory: false,
+    metadata: { os: 'linux', stage: 'fssync', mode: 'tar' },
+    ...fields,
+  };
+}
+
+export interface WalkStats {
+  files: number;
+  bytes: number;
+}
+
+export async function answerWalk(contextDir: string, buildId: string, req: BuildTransfer, send: Send): Promise<WalkStats> {
+  const files = await selectContext(contextDir, decodeFollowPaths(req.metadata));
+  const plan = planEntries(files);
+  const hash = await hashSelection(plan);
+  await send({ buildId, buildTransfer: reply(req, { metadata: { os: 'linux', stage: 'fssync', mode: 'tar', hash } }) });
+  let bytes = 0;
+  let pending: Buffer[] = [];
+  let pendingLen = 0;
+  const flush = async () => {
+    if (!pendingLen) return;
+    const data = Buffer.concat(pending, pendingLen);
+    pending = [];
+    pendingLen = 0;
+    bytes += data.length;
+    await send({ buildId, buildTransfer: reply(req, { data }) });
+  };
+  for await (const piece of tarStream(plan)) {
+    let off = 0;
+    while (off < piece.length) {
+      const n = Math.min(piece.length - off, CHUNK_SIZE - pendingLen);
+      pending.push(piece.subarray(off, off + n));
+      pendingLen += n;
+      off += n;
+      if (pendingLen === CHUNK_SIZE) await flush();
+    }
+  }
+  await flush();
+  await send({ buildId, buildTransfer: reply(req, { complete: true }) });
+  return { files: plan.length, bytes };
+}
