@@ -131,8 +131,9 @@ export async function build(argv: string[]): Promise<number> {
       cacheOut: [],
       signal: abort.signal,
     });
+    // As apple's host: the paths written, and the tags of an image output.
     for (const w of res.written) process.stdout.write(`${w}\n`);
-    for (const t of values.tag ?? []) process.stdout.write(`${t}\n`);
+    if (outputs.some((o) => o.type === 'oci')) for (const t of values.tag ?? []) process.stdout.write(`${t}\n`);
     return 0;
   } catch (err) {
     if (err instanceof ContextError) throw new UsageError(err.message);
