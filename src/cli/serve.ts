@@ -9,14 +9,17 @@ import { listenOn, parseListenAddr } from '../shim/listen.js';
 import { createLogger, type Level } from '../shim/log.js';
 import { nativePlatform } from '../shim/platform.js';
 import { UsageError } from './usage.js';
+import { parseSize } from './size.js';
 
 export const serveUsage = `usage: builder-shim serve --listen ADDR [--listen ADDR]... --buildkit-addr unix:///PATH
-                          --exports-dir DIR --cache-dir DIR [--log-level debug|info|warn|error]
+                          --exports-dir DIR --cache-dir DIR [--cache-max-size SIZE]
+                          [--log-level debug|info|warn|error]
 
   --listen          where to serve the Builder API: unix:///path or tcp://host:port (repeatable)
   --buildkit-addr   buildkitd's address (default unix:///run/buildkit/buildkitd.sock)
   --exports-dir     where results are written, <dir>/<build-id>/ (shared with the host)
-  --cache-dir       the build-context cache`;
+  --cache-dir       the build-context cache
+  --cache-max-size  upper bound of the context cache (default 20G); least recently used entries go first`;
 
 export async function serve(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -26,6 +29,7 @@ export async function serve(argv: string[]): Promise<number> {
       'buildkit-addr': { type: 'string', default: 'unix:///run/buildkit/buildkitd.sock' },
       'exports-dir': { type: 'string', default: '/var/lib/container-builder-shim/exports' },
       'cache-dir': { type: 'string', default: '/var/lib/container-builder-shim/cache' },
+      'cache-max-size': { type: 'string', default: '20G' },
       'log-level': { type: 'string', default: 'info' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -43,7 +47,10 @@ export async function serve(argv: string[]): Promise<number> {
 
   const exportsDir = path.resolve(values['exports-dir']);
   await fsp.mkdir(exportsDir, { recursive: true, mode: 0o755 });
-  const cache = new ContextCache(path.resolve(values['cache-dir']));
+  const cache = new ContextCache(path.resolve(values['cache-dir']), {
+    maxBytes: parseSize(values['cache-max-size'], '--cache-max-size'),
+    onEvict: (key, bytes) => log.info({ key, bytes }, 'evicted context cache entry'),
+  });
   await cache.init();
   const control = connectBuildkit(values['buildkit-addr']);
   const server = new RpcServer();
