@@ -11,7 +11,7 @@ import path from 'node:path';
 import { Metadata, credentials, status as GrpcStatus, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { BuilderClient, type ClientStream, type ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
 import { encodeTerminalCommand } from '../protocol/terminal.js';
-import { answerWalk } from './fssync.js';
+import { answerInfo, answerRead, answerWalk, answerWalkJson } from './fssync.js';
 import { collectOutputs, type HostOutput } from './exports.js';
 
 export interface HostBuildOptions {
@@ -120,12 +120,19 @@ export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions
       }
       const bt = msg.buildTransfer;
       if (bt && bt.metadata.stage === 'fssync') {
-        if (bt.metadata.method === 'Walk') {
-          const st = await answerWalk(opts.contextDir, msg.buildId, bt, send);
-          contextBytes += st.bytes;
-          return;
+        switch (bt.metadata.method) {
+          case 'Walk':
+            // apple's host: any mode but "tar" means json
+            if (bt.metadata.mode !== 'tar') return answerWalkJson(opts.contextDir, msg.buildId, bt, send);
+            contextBytes += (await answerWalk(opts.contextDir, msg.buildId, bt, send)).bytes;
+            return;
+          case 'Info':
+            return answerInfo(opts.contextDir, msg.buildId, bt, send);
+          case 'Read':
+            return answerRead(opts.contextDir, msg.buildId, bt, send);
+          default:
+            throw new Error(`unknown fssync method ${JSON.stringify(bt.metadata.method)}`);
         }
-        throw new Error(`unsupported fssync method ${JSON.stringify(bt.metadata.method)}`);
       }
       // Requests no handler accepts are dropped, as apple's host does.
     };

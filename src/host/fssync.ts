@@ -6,9 +6,10 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { TransferDirection, type BuildTransfer, type ClientStream } from '../gen/com/apple/container/build/v1/builder.js';
 import { decodeFollowPaths } from '../protocol/followpaths.js';
-import { selectContext, type ContextFile } from './context-select.js';
+import { ContextSelector, selectContext, type ContextFile } from './context-select.js';
 import { END_OF_ARCHIVE, contentPadding, entryHeader, type TarEntry } from './tar-writer.js';
 
 export const CHUNK_SIZE = 4 << 20;
@@ -135,4 +136,83 @@ export async function answerWalk(contextDir: string, buildId: string, req: Build
   await flush();
   await send({ buildId, buildTransfer: reply(req, { complete: true }) });
   return { files: plan.length, bytes };
+}
+
+function rfc3339(ns: bigint): string {
+  return new Date(Number(ns / 1_000_000n)).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** Resolves a shim-given path with the context root as `/`; never leaves the root. */
+async function resolveInContext(contextDir: string, source: string): Promise<{ rel: string; abs: string; st: fs.BigIntStats }> {
+  const sel = await ContextSelector.open(contextDir);
+  const rel = await sel.resolve(source.replace(/^\/+/, ''));
+  const abs = rel ? path.join(sel.root, ...rel.split('/')) : sel.root;
+  const st = await fsp.lstat(abs, { bigint: true }).catch(() => undefined);
+  if (!st) throw new Error(`${JSON.stringify(source)} not found in the build context`);
+  return { rel, abs, st };
+}
+
+/** Info: metadata of one path, as apple's host answers the Go shim's fallback. */
+export async function answerInfo(contextDir: string, buildId: string, req: BuildTransfer, send: Send): Promise<void> {
+  const { rel, st } = await resolveInContext(contextDir, req.source ?? '');
+  await send({ buildId, buildTransfer: infoReply(req, rel, st, Buffer.alloc(0)) });
+}
+
+function infoReply(req: BuildTransfer, rel: string, st: fs.BigIntStats, data: Buffer): BuildTransfer {
+  return {
+    ...reply(req, { complete: true, isDirectory: st.isDirectory(), data, source: rel }),
+    metadata: {
+      os: 'linux',
+      stage: 'fssync',
+      mode: String(Number(st.mode & 0o777n)),
+      size: String(st.size),
+      modified_at: rfc3339(st.mtimeNs),
+      uid: String(st.uid),
+      gid: String(st.gid),
+    },
+  };
+}
+
+/** Read: bytes [offset, offset+length) of a file; length 0 reads to the end. */
+export async function answerRead(contextDir: string, buildId: string, req: BuildTransfer, send: Send): Promise<void> {
+  const { rel, abs, st } = await resolveInContext(contextDir, req.source ?? '');
+  const offset = Number(req.metadata.offset ?? '0');
+  let length = Number(req.metadata.length ?? '0');
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+    throw new Error(`invalid Read range offset=${req.metadata.offset} length=${req.metadata.length}`);
+  }
+  let data = Buffer.alloc(0);
+  if (st.isFile()) {
+    const size = Number(st.size);
+    if (length === 0) length = Math.max(0, size - offset);
+    length = Math.min(length, CHUNK_SIZE, Math.max(0, size - offset));
+    const fh = await fsp.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      data = Buffer.alloc(length);
+      const { bytesRead } = await fh.read(data, 0, length, offset);
+      data = data.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+  }
+  await send({ buildId, buildTransfer: infoReply(req, rel, st, data) });
+}
+
+/** Walk in json mode: the selection's metadata only, literal link targets. */
+export async function answerWalkJson(contextDir: string, buildId: string, req: BuildTransfer, send: Send): Promise<void> {
+  const files = await selectContext(contextDir, decodeFollowPaths(req.metadata));
+  const infos = files.map((f) => ({
+    name: f.rel,
+    modTime: rfc3339(f.st.mtimeNs),
+    mode: Number(f.st.mode & 0o777n),
+    size: Number(f.st.size),
+    isDir: f.type === 'dir',
+    uid: 0,
+    gid: 0,
+    target: f.linkname,
+  }));
+  await send({
+    buildId,
+    buildTransfer: { ...reply(req, { complete: true, data: Buffer.from(JSON.stringify(infos)) }), metadata: { os: 'linux', stage: 'fssync', mode: 'json' } },
+  });
 }
