@@ -185,15 +185,16 @@ export class ContextCache {
     let released = false;
     const tree = slot.tree!;
     const treeDir = path.join(this.entriesDir, key, 'tree');
+    const contentPath = (rel: string) => path.join(treeDir, ...(tree.contentOf.get(rel) ?? rel).split('/'));
     return {
       key,
       hit,
       entries: (): FileStat[] => tree.entries,
       open: async (rel: string): Promise<Readable> => {
-        const real = tree.contentOf.get(rel) ?? rel;
-        const fh = await fsp.open(path.join(treeDir, ...real.split('/')), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+        const fh = await fsp.open(contentPath(rel), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
         return fh.createReadStream({ highWaterMark: 256 << 10 });
       },
+      read: (rel: string) => fsp.readFile(contentPath(rel), { flag: fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW }),
       release: () => {
         if (released) return;
         released = true;

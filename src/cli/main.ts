@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import './threadpool.js';
 import { build } from './build.js';
 import { info } from './info.js';
 import { serve } from './serve.js';

@@ -14,7 +14,6 @@ import { PacketType, type PacketStream } from './diffcopy-send.js';
 import { cleanRelative, comparePaths, parentOf } from './paths.js';
 
 const empty = Buffer.alloc(0);
-const maxOutstanding = 16;
 
 interface Pending {
   rel: string;
@@ -36,7 +35,6 @@ export async function receiveDiffCopy(stream: PacketStream, dest: string): Promi
   const dirMeta: Pending[] = [];
   const regular = new Set<string>();
   const files = new Map<number, Pending>();
-  const toRequest: number[] = [];
   const open = new Map<number, fs.FileHandle>();
   let id = 0;
   let last = '';
@@ -44,22 +42,16 @@ export async function receiveDiffCopy(stream: PacketStream, dest: string): Promi
   let finSent = false;
 
   const abs = (rel: string) => path.join(dest, ...rel.split('/'));
-  const pump = async () => {
-    while (toRequest.length && open.size < maxOutstanding) {
-      const n = toRequest.shift()!;
-      const p = files.get(n)!;
-      open.set(n, await fs.open(abs(p.rel), 'w', 0o600));
-      await stream.send({ type: PacketType.REQ, id: n, data: empty });
+  const pending = new Set<number>();
+  const finishIfDone = async () => {
+    if (!statsDone || pending.size || finSent) return;
+    dirMeta.sort((a, b) => comparePaths(b.rel, a.rel));
+    for (const d of dirMeta) {
+      await fs.chmod(abs(d.rel), d.mode);
+      await fs.utimes(abs(d.rel), toTime(d.modTime), toTime(d.modTime));
     }
-    if (statsDone && !toRequest.length && !open.size && !finSent) {
-      dirMeta.sort((a, b) => comparePaths(b.rel, a.rel));
-      for (const d of dirMeta) {
-        await fs.chmod(abs(d.rel), d.mode);
-        await fs.utimes(abs(d.rel), toTime(d.modTime), toTime(d.modTime));
-      }
-      finSent = true;
-      await stream.send({ type: PacketType.FIN, id: 0, data: empty });
-    }
+    finSent = true;
+    await stream.send({ type: PacketType.FIN, id: 0, data: empty });
   };
 
   for await (const p of stream.messages()) {
@@ -67,7 +59,7 @@ export async function receiveDiffCopy(stream: PacketStream, dest: string): Promi
       case PacketType.STAT: {
         if (!p.stat) {
           statsDone = true;
-          await pump();
+          await finishIfDone();
           break;
         }
         const st = p.stat;
@@ -103,9 +95,13 @@ export async function receiveDiffCopy(stream: PacketStream, dest: string): Promi
             if (!to || !regular.has(to)) throw bad(`hardlink ${JSON.stringify(rel)} to an unknown file ${JSON.stringify(st.linkname)}`);
             await fs.link(abs(to), target);
           } else {
+            // Ask at once, as fsutil does; the file is opened for writing when its data
+            // arrives, so open descriptors are bounded by what the sender sends at a time.
+            // Create it now: later hard links may name it before its data arrives.
+            await fs.writeFile(target, empty, { flag: 'wx', mode: 0o600 });
             files.set(myId, { rel, mode: posixPerm, modTime: st.modTime });
-            toRequest.push(myId);
-            await pump();
+            pending.add(myId);
+            await stream.send({ type: PacketType.REQ, id: myId, data: empty });
           }
           regular.add(rel);
         } else {
@@ -114,19 +110,24 @@ export async function receiveDiffCopy(stream: PacketStream, dest: string): Promi
         break;
       }
       case PacketType.DATA: {
-        const fh = open.get(p.id);
-        if (!fh) throw bad(`data for a file that was not requested (id ${p.id})`);
+        const meta = files.get(p.id);
+        if (!meta || !pending.has(p.id)) throw bad(`data for a file that was not requested (id ${p.id})`);
+        let fh = open.get(p.id);
+        if (!fh) {
+          fh = await fs.open(abs(meta.rel), 'r+');
+          open.set(p.id, fh);
+        }
         if (p.data.length) {
           await fh.write(p.data);
           break;
         }
-        const meta = files.get(p.id)!;
         await fh.chmod(meta.mode);
         await fh.close();
         await fs.utimes(abs(meta.rel), toTime(meta.modTime), toTime(meta.modTime));
         open.delete(p.id);
         files.delete(p.id);
-        await pump();
+        pending.delete(p.id);
+        await finishIfDone();
         break;
       }
       case PacketType.FIN:

@@ -46,15 +46,21 @@ export interface SendOptions {
 const empty = Buffer.alloc(0);
 
 /** Serves `entries` (already filtered, in walk order) over one DiffCopy call. */
+export interface FileReader {
+  open(path: string): Promise<Readable>;
+  read(path: string): Promise<Buffer>;
+}
+
 export async function sendDiffCopy(
   stream: PacketStream,
   entries: Iterable<FileStat> | AsyncIterable<FileStat>,
-  open: (path: string) => Promise<Readable>,
+  reader: FileReader,
   opts: SendOptions = {},
 ): Promise<void> {
-  const concurrency = opts.concurrency ?? 8;
+  // Small files are read whole; most of a file's cost is then the open, so many at once.
+  const concurrency = opts.concurrency ?? 32;
   const chunkSize = opts.chunkSize ?? 256 << 10;
-  const files = new Map<number, string>();
+  const files = new Map<number, { path: string; size: bigint }>();
   const queue: number[] = [];
   const waiters: Array<() => void> = [];
   const wake = () => {
@@ -74,7 +80,7 @@ export async function sendDiffCopy(
     let id = 0;
     for await (const st of entries) {
       if (signal.aborted) throw abortReason(signal);
-      if (isGoRegular(st.mode)) files.set(id, st.path);
+      if (isGoRegular(st.mode)) files.set(id, { path: st.path, size: st.size });
       id++;
       await stream.send({ type: PacketType.STAT, stat: st, id: 0, data: empty });
     }
@@ -82,9 +88,18 @@ export async function sendDiffCopy(
   };
 
   const sendFile = async (id: number) => {
-    const path = files.get(id)!;
+    const { path, size } = files.get(id)!;
     files.delete(id);
-    const src = await open(path);
+    if (size <= BigInt(chunkSize)) {
+      const data = await reader.read(path);
+      for (let off = 0; off < data.length; off += chunkSize) {
+        await stream.send({ type: PacketType.DATA, id, data: data.subarray(off, off + chunkSize) });
+      }
+      opts.onProgress?.(data.length);
+      await stream.send({ type: PacketType.DATA, id, data: empty });
+      return;
+    }
+    const src = await reader.open(path);
     try {
       let pending: Buffer[] = [];
       let pendingLen = 0;

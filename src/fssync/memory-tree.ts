@@ -15,5 +15,10 @@ export function memoryTree(files: Record<string, Buffer>, modTime = 0n): TreeSou
       if (!data) throw new Error(`no file ${path} in memory tree`);
       return Readable.from([data]);
     },
+    read: async (path) => {
+      const data = files[path];
+      if (!data) throw new Error(`no file ${path} in memory tree`);
+      return data;
+    },
   };
 }

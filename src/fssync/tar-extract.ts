@@ -34,6 +34,9 @@ const typeBits: Record<string, number> = {
   link: 0o100000,
 };
 
+/** Files up to this size are written in one call. */
+const SMALL_FILE = 1n << 20n;
+
 function refuse(msg: string): ShimError {
   return new ShimError(Code.INVALID_ARGUMENT, 'bad-context-tar', `refusing context tar: ${msg}`);
 }
@@ -133,12 +136,15 @@ export async function extractContextTar(source: AsyncIterable<Buffer>, treeDir: 
       }
       stat.size = BigInt(h.size ?? 0);
       byPath.set(rel, stat);
-      const fh = await fsp.open(
-        path.join(treeDir, rel),
-        fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
-        0o600,
-      );
-      await pipeline(entry, fh.createWriteStream());
+      // 'wx' is O_CREAT|O_EXCL: it never follows or reuses an existing name.
+      const target = path.join(treeDir, rel);
+      if (stat.size <= SMALL_FILE) {
+        const chunks: Buffer[] = [];
+        for await (const c of entry) chunks.push(c as Buffer);
+        await fsp.writeFile(target, Buffer.concat(chunks), { flag: 'wx', mode: 0o600 });
+      } else {
+        await pipeline(entry, fs.createWriteStream(target, { flags: 'wx', mode: 0o600 }));
+      }
     }
   })();
   try {

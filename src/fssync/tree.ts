@@ -23,6 +23,8 @@ export interface TreeSource {
   entries(): Iterable<FileStat>;
   /** Content of a regular file listed by entries(). */
   open(path: string): Promise<Readable>;
+  /** The whole content of a small regular file, in one read. */
+  read(path: string): Promise<Buffer>;
 }
 
 export function makeStat(partial: Partial<FileStat> & { path: string; mode: number }): FileStat {

@@ -56,7 +56,8 @@ export async function hashSelection(plan: Array<{ f: ContextFile; entry: TarEntr
     let content = '';
     if (entry.type === 'file') {
       const ch = createHash('sha256');
-      for await (const chunk of fs.createReadStream(f.abs, { highWaterMark: 1 << 20 })) ch.update(chunk as Buffer);
+      if (entry.size <= SMALL_FILE) ch.update(await readExactly(f, entry.size));
+      else for await (const chunk of fs.createReadStream(f.abs, { highWaterMark: 1 << 20 })) ch.update(chunk as Buffer);
       content = ch.digest('hex');
     }
     const rec = JSON.stringify([entry.path, entry.type, entry.mode, entry.uid, entry.gid, entry.size.toString(), entry.mtimeNs.toString(), entry.linkname, content]);
@@ -65,11 +66,36 @@ export async function hashSelection(plan: Array<{ f: ContextFile; entry: TarEntr
   return h.digest('hex');
 }
 
+/** Files up to this size are read in one call. */
+const SMALL_FILE = 256n << 10n;
+
+/** The first `size` bytes of a small file, failing if it shrank since it was listed. */
+async function readExactly(f: ContextFile, size: bigint): Promise<Buffer> {
+  const fh = await fsp.open(f.abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    const buf = Buffer.allocUnsafe(Number(size));
+    let off = 0;
+    while (off < buf.length) {
+      const { bytesRead } = await fh.read(buf, off, buf.length - off, off);
+      if (bytesRead === 0) throw new Error(`${f.rel} shrank while it was being sent`);
+      off += bytesRead;
+    }
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Yields the tar of `plan`, in pieces. */
 async function* tarStream(plan: Array<{ f: ContextFile; entry: TarEntry }>): AsyncGenerator<Buffer> {
   for (const { f, entry } of plan) {
     yield entryHeader(entry);
     if (entry.type !== 'file' || entry.size === 0n) continue;
+    if (entry.size <= SMALL_FILE) {
+      yield await readExactly(f, entry.size);
+      yield contentPadding(entry.size);
+      continue;
+    }
     const fh = await fsp.open(f.abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     let left = entry.size;
     try {

@@ -89,6 +89,9 @@ export function encodeGrpcMessage(message: string, maxBytes = 8 << 10): string {
   return out;
 }
 
+/** Bytes a call may have queued for the peer before `send` waits for a drain. */
+const sendBufferLimit = 1 << 20;
+
 const timeoutUnits: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
 
 function parseTimeout(value: string | undefined): number | undefined {
@@ -254,7 +257,9 @@ export class RpcServer {
         throw new ShimError(Code.CANCELLED, 'cancelled', `call ${path} is closed`);
       }
       sendHeaders();
-      if (!stream.write(frame(bytes))) {
+      // Node's default high-water mark (16 KiB) would make nearly every small message
+      // wait for a drain; allow a larger buffer, still bounded.
+      if (!stream.write(frame(bytes)) && stream.writableLength > sendBufferLimit) {
         await Promise.race([once(stream, 'drain'), once(stream, 'close')]);
       }
     };

@@ -28,7 +28,7 @@ export interface ServedDir {
 /** Resolves a DiffCopy request to the directory to serve; throws NOT_FOUND for unknown names. */
 export type DirProvider = (req: DirRequest) => Promise<ServedDir>;
 
-export function registerFileSync(server: RpcServer, provider: DirProvider): void {
+export function registerFileSync(server: RpcServer, provider: DirProvider, onSent?: (req: DirRequest, ms: number) => void): void {
   server.stream(rawMethod('/moby.filesync.v1.FileSync/DiffCopy'), async (call) => {
     const md = call.metadata;
     const req: DirRequest = {
@@ -39,8 +39,10 @@ export function registerFileSync(server: RpcServer, provider: DirProvider): void
       signal: call.signal,
     };
     const dir = await provider(req);
+    const started = Date.now();
     try {
-      await sendDiffCopy(packetStream(call), dir.entries, (p) => dir.source.open(p));
+      await sendDiffCopy(packetStream(call), dir.entries, dir.source);
+      onSent?.(req, Date.now() - started);
     } finally {
       dir.release();
     }

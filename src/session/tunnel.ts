@@ -3,6 +3,7 @@ import { Duplex } from 'node:stream';
 /** The part of a grpc-js bidi call of BytesMessage that the tunnel needs. */
 export interface BytesCall {
   write(msg: { data: Uint8Array }, cb: (err?: Error | null) => void): boolean;
+  once(event: 'drain', fn: () => void): this;
   end(): void;
   cancel(): void;
   pause(): void;
@@ -20,13 +21,20 @@ export interface BytesCall {
  */
 export function tunnelDuplex(call: BytesCall): Duplex {
   let ended = false;
+  const drained = (cb: () => void) => call.once('drain', cb);
   const duplex = new Duplex({
     allowHalfOpen: true,
     read() {
       call.resume();
     },
-    write(chunk: Buffer, _enc, cb) {
-      call.write({ data: chunk }, (err) => cb(err ?? undefined));
+    // Complete a write as soon as grpc-js has queued it (waiting for its flush callback
+    // would serialise every HTTP/2 frame of the inner connection behind a socket write);
+    // back-pressure comes from write() returning false. Chunks written meanwhile are
+    // coalesced into one message.
+    writev(chunks, cb) {
+      const data = chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk as Buffer));
+      if (call.write({ data }, () => {})) cb();
+      else drained(cb);
     },
     final(cb) {
       call.end();

@@ -115,12 +115,14 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
       return { source: dockerfileDir, entries: await selectEntries(dockerfileDir, req), release: () => {} };
     }
     if (req.dirName === 'context') {
+      const started = Date.now();
       const entry = await walkFromHost(channel, env.cache, {
         dirName: req.dirName,
         followPaths: req.followPaths.length ? req.followPaths : ['.'],
         includePatterns: req.includePatterns,
         signal: req.signal,
       });
+      log.debug({ dir: req.dirName, ms: Date.now() - started, hit: entry.hit }, 'context received');
       return { source: entry, entries: await selectEntries(entry, req), release: () => entry.release() };
     }
     throw new ShimError(Code.NOT_FOUND, 'unknown-dir', `no access allowed to dir ${JSON.stringify(req.dirName)}`);
@@ -131,7 +133,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
     sharedKey: opts.buildId,
     attach: (server) => {
       server.onError = (err, method) => log.warn({ err: String(err), method }, 'session call failed');
-      registerFileSync(server, provider);
+      registerFileSync(server, provider, (req, ms) => log.debug({ dir: req.dirName, ms }, 'diffcopy sent'));
       registerFileSend(server, targets);
     },
   });

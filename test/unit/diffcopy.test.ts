@@ -48,7 +48,7 @@ describe('DiffCopy', () => {
     tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'dc-'));
     const [s, r] = pair();
     const tree = memoryTree(files);
-    await Promise.all([sendDiffCopy(s, entries(), (p) => tree.open(p), { chunkSize: 100_000 }), receiveDiffCopy(r, tmp)]);
+    await Promise.all([sendDiffCopy(s, entries(), tree, { chunkSize: 100_000 }), receiveDiffCopy(r, tmp)]);
     expect(await fsp.readFile(path.join(tmp, 'a.txt'), 'utf8')).toBe('alpha');
     expect((await fsp.readFile(path.join(tmp, 'dir/b.bin'))).equals(files['dir/b.bin'])).toBe(true);
     expect((await fsp.stat(path.join(tmp, 'dir/empty'))).size).toBe(0);
@@ -60,7 +60,7 @@ describe('DiffCopy', () => {
   it('numbers every STAT and serves REQs by those ids', async () => {
     const [s, peer] = pair();
     const tree = memoryTree(files);
-    const sending = sendDiffCopy(s, entries(), (p) => tree.open(p), { chunkSize: 256 << 10 });
+    const sending = sendDiffCopy(s, entries(), tree, { chunkSize: 256 << 10 });
     const it = peer.messages()[Symbol.asyncIterator]();
     const stats: FsPacket[] = [];
     for (;;) {
@@ -90,7 +90,7 @@ describe('DiffCopy', () => {
   it('fails with ERR on a REQ for an id that is not a regular file', async () => {
     const [s, peer] = pair();
     const tree = memoryTree(files);
-    const sending = sendDiffCopy(s, entries(), (p) => tree.open(p));
+    const sending = sendDiffCopy(s, entries(), tree);
     await peer.send({ type: PacketType.REQ, id: 1, data: Buffer.alloc(0) });
     await expect(sending).rejects.toThrow(/invalid file id 1/);
     const seen: FsPacket[] = [];
@@ -107,9 +107,10 @@ describe('DiffCopy', () => {
       const list = [makeStat({ path: 'link', mode: goModeFromPosix(0o120777), linkname: '/' }), makeStat({ path: bad, mode: goModeFromPosix(0o100644) })];
       const dest = path.join(tmp, bad.replace(/\W/g, '_'));
       const receiving = receiveDiffCopy(r, dest);
-      void sendDiffCopy(s, list, async () => {
+      const none = async () => {
         throw new Error('no data');
-      }).catch(() => {});
+      };
+      void sendDiffCopy(s, list, { open: none, read: none }).catch(() => {});
       await expect(receiving).rejects.toThrow();
     }
     await expect(fsp.stat(path.join(tmp, '..', 'evil'))).rejects.toThrow();
