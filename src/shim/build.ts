@@ -122,7 +122,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
         includePatterns: req.includePatterns,
         signal: req.signal,
       });
-      log.debug({ dir: req.dirName, ms: Date.now() - started, hit: entry.hit }, 'context received');
+      log.debug({ dir: req.dirName, ms: Date.now() - started, hit: entry.hit, key: entry.key }, 'context received');
       return { source: entry, entries: await selectEntries(entry, req), release: () => entry.release() };
     }
     throw new ShimError(Code.NOT_FOUND, 'unknown-dir', `no access allowed to dir ${JSON.stringify(req.dirName)}`);
