@@ -1,0 +1,80 @@
+// A scripted host for fault tests: speaks the host half of PerformBuild by hand, acks
+// every IO packet, and lets a test decide how each Walk is answered (or not).
+import { Metadata, credentials, type ClientDuplexStream } from '@grpc/grpc-js';
+import {
+  BuilderClient,
+  TransferDirection,
+  type BuildTransfer,
+  type ClientStream,
+  type ServerStream,
+} from '../../src/gen/com/apple/container/build/v1/builder.js';
+import { encodeTerminalCommand } from '../../src/protocol/terminal.js';
+
+export interface WalkContext {
+  req: BuildTransfer;
+  /** Sends one reply packet for this Walk. */
+  reply(fields: Partial<BuildTransfer>): void;
+  /** Drops the whole connection, as a host that dies would. */
+  disconnect(): void;
+}
+
+export interface FakeBuildOptions {
+  addr: string;
+  buildId: string;
+  dockerfile: string;
+  outputs?: string[];
+  onWalk(w: WalkContext): Promise<void> | void;
+}
+
+export interface FakeBuildResult {
+  code: number;
+  details: string;
+  progress: string;
+}
+
+export function fakeBuild(o: FakeBuildOptions): Promise<FakeBuildResult> {
+  const client = new BuilderClient(o.addr, credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20 });
+  const md = new Metadata();
+  md.add('build-id', o.buildId);
+  md.add('dockerfile', Buffer.from(o.dockerfile).toString('base64'));
+  md.add('progress', 'plain');
+  md.add('target', '');
+  for (const out of o.outputs ?? ['type=local']) md.add('outputs', out);
+  let progress = '';
+  return new Promise((resolve) => {
+    const call: ClientDuplexStream<ClientStream, ServerStream> = client.performBuild(md);
+    const finish = (code: number, details: string) => {
+      client.close();
+      resolve({ code, details, progress });
+    };
+    call.on('status', (s) => finish(s.code, s.details));
+    call.on('error', () => {});
+    call.on('data', (msg: ServerStream) => {
+      if (msg.io) {
+        progress += Buffer.from(msg.io.data).toString();
+        call.write({ buildId: msg.buildId, command: { id: msg.buildId, command: encodeTerminalCommand({ code: 'ack', rows: 0, cols: 0 }) } });
+        return;
+      }
+      const bt = msg.buildTransfer;
+      if (bt?.metadata.method !== 'Walk') return;
+      const w: WalkContext = {
+        req: bt,
+        reply: (fields) =>
+          call.write({
+            buildId: msg.buildId,
+            buildTransfer: {
+              id: bt.id,
+              direction: TransferDirection.OUTOF,
+              data: Buffer.alloc(0),
+              complete: false,
+              isDirectory: false,
+              metadata: { os: 'linux', stage: 'fssync', mode: 'tar' },
+              ...fields,
+            },
+          }),
+        disconnect: () => call.cancel(),
+      };
+      void Promise.resolve(o.onWalk(w)).catch(() => call.cancel());
+    });
+  });
+}
