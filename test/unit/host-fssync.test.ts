@@ -1,0 +1,99 @@
+// The host's fssync answers other than tar Walk: Info, Read and json-mode Walk (apple's
+// host shapes), plus the two encodings both halves share.
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { TransferDirection, type BuildTransfer, type ClientStream } from '../../src/gen/com/apple/container/build/v1/builder.js';
+import { answerInfo, answerRead, answerWalk, answerWalkJson } from '../../src/host/fssync.js';
+import { decodeFollowPaths, encodeFollowPaths } from '../../src/protocol/followpaths.js';
+import { decodeTerminalCommand, encodeTerminalCommand } from '../../src/protocol/terminal.js';
+import { writeTree } from '../harness/tree.js';
+
+let top: string;
+let ctx: string;
+beforeEach(async () => {
+  top = await fsp.mkdtemp(path.join(os.tmpdir(), 'hfs-'));
+  ctx = path.join(top, 'ctx');
+  await writeTree(ctx, [{ path: 'a.txt', content: '0123456789' }, { path: 'd/b', content: 'b' }, { path: 'link', symlink: 'a.txt' }, { path: 'esc', symlink: '../outside' }]);
+  await writeTree(path.join(top, 'outside'), [{ path: 'x', content: 'no' }]);
+});
+afterEach(async () => {
+  await fsp.rm(top, { recursive: true, force: true });
+});
+
+function req(method: string, metadata: Record<string, string> = {}, source?: string): BuildTransfer {
+  return { id: 'R', direction: TransferDirection.OUTOF, ...(source !== undefined ? { source } : {}), data: Buffer.alloc(0), complete: false, isDirectory: false, metadata: { os: 'linux', stage: 'fssync', method, ...metadata } };
+}
+
+async function collect(fn: (send: (m: ClientStream) => Promise<void>) => Promise<unknown>): Promise<BuildTransfer[]> {
+  const out: BuildTransfer[] = [];
+  await fn(async (m) => {
+    expect(m.buildId).toBe('B');
+    out.push(m.buildTransfer!);
+  });
+  return out;
+}
+
+describe('host fssync answers', () => {
+  it('Info reports metadata relative to the context', async () => {
+    const [r] = await collect((send) => answerInfo(ctx, 'B', req('Info', {}, 'a.txt'), send));
+    expect(r!.complete).toBe(true);
+    expect(r!.source).toBe('a.txt');
+    expect(r!.metadata.size).toBe('10');
+    expect(r!.metadata.mode).toBe(String(0o644));
+    expect(r!.metadata.modified_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  });
+
+  it('Read returns a range, and length 0 reads to the end', async () => {
+    const [r1] = await collect((send) => answerRead(ctx, 'B', req('Read', { offset: '2', length: '3' }, 'a.txt'), send));
+    expect(r1!.data.toString()).toBe('234');
+    const [r2] = await collect((send) => answerRead(ctx, 'B', req('Read', { offset: '7', length: '0' }, 'link'), send));
+    expect(r2!.data.toString()).toBe('789');
+  });
+
+  it('Info and Read never leave the context: an escaping link resolves inside it', async () => {
+    await expect(collect((send) => answerRead(ctx, 'B', req('Read', { offset: '0', length: '0' }, 'esc/x'), send))).rejects.toThrow(/not found in the build context/);
+    await expect(collect((send) => answerInfo(ctx, 'B', req('Info', {}, '/../../outside/x'), send))).rejects.toThrow(/not found/);
+  });
+
+  it('json Walk lists metadata with literal link targets', async () => {
+    const [r] = await collect((send) => answerWalkJson(ctx, 'B', req('Walk', encodeFollowPaths(['.'])), send));
+    expect(r!.metadata.mode).toBe('json');
+    const infos = JSON.parse(r!.data.toString()) as Array<{ name: string; target: string; isDir: boolean }>;
+    expect(infos.map((i) => i.name)).toEqual(['a.txt', 'd', 'd/b', 'esc', 'link']);
+    expect(infos.find((i) => i.name === 'esc')!.target).toBe('../outside');
+    expect(infos.find((i) => i.name === 'd')!.isDir).toBe(true);
+  });
+
+  it('tar Walk starts with the hash, streams chunks and ends with complete', async () => {
+    const packets = await collect((send) => answerWalk(ctx, 'B', req('Walk', { ...encodeFollowPaths(['d']), mode: 'tar' }), send));
+    expect(packets[0]!.metadata.hash).toMatch(/^[0-9a-f]{64}$/);
+    expect(packets.slice(1).every((p) => p.metadata.hash === undefined)).toBe(true);
+    expect(packets.at(-1)!.complete).toBe(true);
+    const again = await collect((send) => answerWalk(ctx, 'B', req('Walk', { ...encodeFollowPaths(['d']), mode: 'tar' }), send));
+    expect(again[0]!.metadata.hash).toBe(packets[0]!.metadata.hash);
+    await fsp.writeFile(path.join(ctx, 'd/b'), 'c');
+    const changed = await collect((send) => answerWalk(ctx, 'B', req('Walk', { ...encodeFollowPaths(['d']), mode: 'tar' }), send));
+    expect(changed[0]!.metadata.hash).not.toBe(packets[0]!.metadata.hash);
+  });
+});
+
+describe('shared encodings', () => {
+  it('followpaths with commas survive through the json key; apple\'s key stays comma-joined', () => {
+    const md = encodeFollowPaths(['a,b.txt', 'c']);
+    expect(md.followpaths).toBe('a,b.txt,c');
+    expect(decodeFollowPaths(md)).toEqual(['a,b.txt', 'c']);
+    expect(decodeFollowPaths({ followpaths: 'x,y' })).toEqual(['x', 'y']);
+    expect(decodeFollowPaths({ followpaths: '' })).toEqual([]);
+  });
+
+  it('terminal commands are unpadded base64 JSON, and padded input is accepted', () => {
+    const enc = encodeTerminalCommand({ code: 'ack', rows: 0, cols: 0 });
+    expect(enc).not.toMatch(/=$/);
+    expect(JSON.parse(Buffer.from(enc, 'base64').toString())).toEqual({ command_type: 'terminal', code: 'ack', rows: 0, cols: 0 });
+    const padded = Buffer.from(JSON.stringify({ command_type: 'terminal', code: 'winch', rows: 40, cols: 120 })).toString('base64');
+    expect(decodeTerminalCommand(padded)).toEqual({ code: 'winch', rows: 40, cols: 120 });
+    expect(decodeTerminalCommand('bm90IGpzb24')).toBeUndefined();
+  });
+});
