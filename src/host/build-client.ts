@@ -9,7 +9,8 @@ import { once } from 'node:events';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { Metadata, credentials, status as GrpcStatus, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
-import { BuilderClient, type ClientStream, type ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
+import { BuilderClient, TransferDirection, type ClientStream, type ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
+import { HEADER_STAGE, STREAM_CHUNK, splitHeaders } from '../protocol/streamed-headers.js';
 import { encodeTerminalCommand } from '../protocol/terminal.js';
 import { answerInfo, answerRead, answerWalk, answerWalkJson } from './fssync.js';
 import { collectOutputs, type HostOutput } from './exports.js';
@@ -72,9 +73,9 @@ export function probeBuilder(client: BuilderClient, timeoutMs = 30_000): Promise
 }
 
 /** The request headers, in the order apple's host writes them. */
-export function buildHeaders(opts: HostBuildOptions, buildId: string): Metadata {
-  const md = new Metadata();
-  const add = (k: string, v: string) => md.add(k, v);
+export function buildHeaders(opts: HostBuildOptions, buildId: string): Array<[string, string]> {
+  const md: Array<[string, string]> = [];
+  const add = (k: string, v: string) => md.push([k, v]);
   add('build-id', buildId);
   add('context', path.resolve(opts.contextDir));
   add('dockerfile', opts.dockerfile.toString('base64'));
@@ -104,12 +105,31 @@ export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions
   const out = opts.progressOut ?? ((d: Buffer) => process.stderr.write(d));
   let contextBytes = 0;
   try {
-    const call: ClientDuplexStream<ClientStream, ServerStream> = client.performBuild(buildHeaders(opts, buildId));
+    const { headers, streamed } = splitHeaders(buildHeaders(opts, buildId));
+    const md = new Metadata();
+    for (const [k, v] of headers) md.add(k, v);
+    const call: ClientDuplexStream<ClientStream, ServerStream> = client.performBuild(md);
     const onAbort = () => call.cancel();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     const send = async (msg: ClientStream) => {
       if (!call.write(msg)) await Promise.race([once(call, 'drain'), once(call, 'close')]);
     };
+    for (const [i, [key, value]] of streamed.entries()) {
+      const bytes = Buffer.from(value);
+      for (let off = 0; off === 0 || off < bytes.length; off += STREAM_CHUNK) {
+        await send({
+          buildId: '',
+          buildTransfer: {
+            id: `header-${i}`,
+            direction: TransferDirection.INTO,
+            data: bytes.subarray(off, off + STREAM_CHUNK),
+            complete: off + STREAM_CHUNK >= bytes.length,
+            isDirectory: false,
+            metadata: { stage: HEADER_STAGE, key },
+          },
+        });
+      }
+    }
     const handlers = new Set<Promise<void>>();
     let handlerError: unknown;
     const handle = async (msg: ServerStream) => {

@@ -9,7 +9,8 @@ import path from 'node:path';
 import type { ClientStream, ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
 import type { ControlClient, SolveRequest } from '../gen/github.com/moby/buildkit/api/services/control/control.js';
 import { Code, ShimError, toStatus } from '../rpc/errors.js';
-import type { ServerCall } from '../rpc/server.js';
+import type { Metadata, ServerCall } from '../rpc/server.js';
+import { STREAMED_HEADERS } from '../protocol/streamed-headers.js';
 import type { ContextCache } from '../cache/context-cache.js';
 import { BuildkitSession } from '../session/session.js';
 import { registerFileSync, type DirProvider } from '../session/filesync.js';
@@ -89,11 +90,30 @@ export function solveRequest(opts: BuildOptions, sessionId: string, ref: string)
   };
 }
 
+/** The request metadata plus the values the host sent on the stream instead. */
+async function withStreamedHeaders(md: Metadata, channel: HostChannel): Promise<Metadata> {
+  const announced = md.get(STREAMED_HEADERS)?.[0];
+  if (announced === undefined) return md;
+  const count = Number(announced);
+  if (!Number.isSafeInteger(count) || count < 0 || count > 10_000) {
+    throw new ShimError(Code.INVALID_ARGUMENT, 'streamed-headers', `invalid ${STREAMED_HEADERS} header ${JSON.stringify(announced)}`);
+  }
+  const merged = new Map<string, string[]>([...md].map(([k, v]) => [k, [...v]]));
+  for (const [k, v] of await channel.streamedHeaders(count)) merged.set(k, [...(merged.get(k) ?? []), v]);
+  return merged;
+}
+
 export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream, ServerStream>): Promise<void> {
-  const opts = parseBuildOptions(call.metadata, env.defaultPlatform);
-  const log = env.log.child({ build: opts.buildId });
   const channel = new HostChannel(call);
   const reading = channel.run();
+  let opts: BuildOptions;
+  try {
+    opts = parseBuildOptions(await withStreamedHeaders(call.metadata, channel), env.defaultPlatform);
+  } catch (err) {
+    channel.close(err instanceof Error ? err : new Error(String(err)));
+    throw err;
+  }
+  const log = env.log.child({ build: opts.buildId });
   const pump = new ProgressPump((data) => channel.writeOutput(data));
   const printer = new PlainPrinter((t) => pump.write(t));
   const exportDir = path.join(env.exportsDir, opts.buildId);

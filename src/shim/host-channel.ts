@@ -12,6 +12,7 @@ import { Code, ShimError, abortReason } from '../rpc/errors.js';
 import type { ServerCall } from '../rpc/server.js';
 import { decodeTerminalCommand } from '../protocol/terminal.js';
 import { AsyncQueue } from './async-queue.js';
+import { HEADER_STAGE, MAX_STREAMED_BYTES } from '../protocol/streamed-headers.js';
 
 export class HostChannel {
   private readonly waiting = new Map<string, AsyncQueue<ClientStream>>();
@@ -33,7 +34,45 @@ export class HostChannel {
     }
   }
 
+  private readonly headerValues = new AsyncQueue<ClientStream>(4);
+
+  /** Waits for `count` values the host sends on the stream (see protocol/streamed-headers). */
+  async streamedHeaders(count: number, timeoutMs = 60_000): Promise<Array<[string, string]>> {
+    const out: Array<[string, string]> = [];
+    const parts = new Map<string, Buffer[]>();
+    let total = 0;
+    const timer = setTimeout(
+      () => this.headerValues.end(new ShimError(Code.INVALID_ARGUMENT, 'streamed-headers', `announced ${count} streamed header values, received ${out.length} in ${timeoutMs / 1000} s`)),
+      timeoutMs,
+    );
+    try {
+      while (out.length < count) {
+        const r = await this.headerValues.next();
+        if (r.done) throw new ShimError(Code.INVALID_ARGUMENT, 'streamed-headers', `announced ${count} streamed header values, received ${out.length}`);
+        const bt = r.value.buildTransfer!;
+        const key = bt.metadata.key ?? '';
+        if (!key || key.startsWith(':')) throw new ShimError(Code.INVALID_ARGUMENT, 'streamed-headers', 'streamed header value without a key');
+        total += bt.data.length;
+        if (total > MAX_STREAMED_BYTES) throw new ShimError(Code.RESOURCE_EXHAUSTED, 'streamed-headers', `streamed header values exceed ${MAX_STREAMED_BYTES} bytes`);
+        const list = parts.get(bt.id) ?? [];
+        list.push(Buffer.from(bt.data));
+        parts.set(bt.id, list);
+        if (bt.complete) {
+          out.push([key, Buffer.concat(list).toString('utf8')]);
+          parts.delete(bt.id);
+        }
+      }
+      return out;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private async route(msg: ClientStream): Promise<void> {
+    if (msg.buildTransfer?.metadata.stage === HEADER_STAGE) {
+      await this.headerValues.push(msg);
+      return;
+    }
     if (msg.command) {
       const cmd = decodeTerminalCommand(msg.command.command);
       if (!cmd) return;
@@ -61,6 +100,7 @@ export class HostChannel {
     this.closedWith = err;
     for (const q of this.waiting.values()) q.end(err);
     this.waiting.clear();
+    this.headerValues.end(err);
     for (const a of this.acks.values()) a.reject(err);
     this.acks.clear();
   }

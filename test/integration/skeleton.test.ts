@@ -134,6 +134,18 @@ describe('walking skeleton', () => {
     }
   });
 
+  it('builds a 1 MiB Dockerfile (its header value travels on the stream)', async () => {
+    const ctx = path.join(work, 'ctx-big-df');
+    const labels = Array.from({ length: 5000 }, (_, i) => `LABEL k${i}="${'v'.repeat(200)}"`);
+    const df = ['FROM scratch', ...labels, 'COPY f /f', ''].join('\n');
+    expect(df.length).toBeGreaterThan(1 << 20);
+    await writeTree(ctx, [{ path: 'Dockerfile', content: df }, { path: 'f', content: 'big' }]);
+    const out = path.join(work, 'out-big-df');
+    const res = await build(['-o', `type=local,dest=${out}`, ctx]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(await fsp.readFile(path.join(out, 'f'), 'utf8')).toBe('big');
+  });
+
   it('answers malformed requests with INVALID_ARGUMENT naming the header and keeps serving', async () => {
     const client = new BuilderClient(shim.addr, credentials.createInsecure());
     const call = (md: Metadata) =>
