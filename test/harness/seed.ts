@@ -1,6 +1,8 @@
 // Builds a tiny busybox OCI image offline (from Debian's busybox-static) and
 // pushes it into a test registry.
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { requireBinary } from './deps.js';
@@ -76,6 +78,81 @@ export async function seedBusybox(registry: Registry, ref = 'library/busybox:1')
       `docker://${full}`,
     ]);
     return full;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export interface MultiArchSeed {
+  /** e.g. 127.0.0.1:PORT/library/multi:1 */
+  ref: string;
+  /** the OCI image index pushed */
+  indexDigest: string;
+  /** platform ("linux/amd64", "linux/arm64/v8") -> its manifest digest */
+  manifests: Record<string, string>;
+  /** the one layer both manifests share */
+  layerDigest: string;
+}
+
+/**
+ * Pushes an OCI image index with two platforms, linux/amd64 and linux/arm64/v8, to `registry`
+ * as `ref`. Both manifests use the busybox layer of this machine (so only the native one would
+ * run); their configs differ in architecture (and variant). Digests are preserved on push.
+ */
+export async function seedMultiArch(registry: Registry, ref = 'library/multi:1'): Promise<MultiArchSeed> {
+  const skopeo = requireBinary('skopeo');
+  const tag = ref.includes(':') ? ref.slice(ref.lastIndexOf(':') + 1) : 'latest';
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'seed-multi-'));
+  try {
+    const layout = path.join(dir, 'oci');
+    await buildBusyboxLayout(layout, 'base');
+    const blob = (d: string) => path.join(layout, 'blobs', ...d.split(':'));
+    const put = (data: Buffer) => {
+      const d = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+      writeFileSync(blob(d), data);
+      return { digest: d, size: data.length };
+    };
+    const index0 = JSON.parse(readFileSync(path.join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+    const base = JSON.parse(readFileSync(blob(index0.manifests[0]!.digest), 'utf8')) as {
+      config: { mediaType: string; digest: string; size: number };
+      layers: { digest: string }[];
+    };
+    const config = JSON.parse(readFileSync(blob(base.config.digest), 'utf8')) as Record<string, unknown>;
+    const platforms = [
+      { os: 'linux', architecture: 'amd64' },
+      { os: 'linux', architecture: 'arm64', variant: 'v8' },
+    ];
+    const manifests: Record<string, string> = {};
+    const entries = platforms.map((p) => {
+      const cfg = { ...config, os: p.os, architecture: p.architecture } as Record<string, unknown>;
+      if (p.variant) cfg.variant = p.variant;
+      else delete cfg.variant;
+      const c = put(Buffer.from(JSON.stringify(cfg)));
+      const m = put(Buffer.from(JSON.stringify({ ...base, config: { ...base.config, ...c } })));
+      manifests[`${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`] = m.digest;
+      return { mediaType: 'application/vnd.oci.image.manifest.v1+json', ...m, platform: p };
+    });
+    const idx = put(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: entries })));
+    writeFileSync(
+      path.join(layout, 'index.json'),
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.index.v1+json',
+        manifests: [{ mediaType: 'application/vnd.oci.image.index.v1+json', ...idx, annotations: { 'org.opencontainers.image.ref.name': tag } }],
+      }),
+    );
+    const full = `${registry.host}/${ref.includes(':') ? ref : `${ref}:latest`}`;
+    await run(skopeo, [
+      '--insecure-policy',
+      'copy',
+      '--quiet',
+      '--all',
+      '--preserve-digests',
+      '--dest-tls-verify=false',
+      `oci:${layout}:${tag}`,
+      `docker://${full}`,
+    ]);
+    return { ref: full, indexDigest: idx.digest, manifests, layerDigest: base.layers[0]!.digest };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
