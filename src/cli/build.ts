@@ -6,6 +6,8 @@ import type { HostOutput } from '../host/exports.js';
 import { ContextError } from '../host/context-select.js';
 import { parseCsvFields } from '../shim/csv.js';
 import { UsageError } from './usage.js';
+import { HostImages } from '../host/images.js';
+import { USER_AGENT, defaultStateDir } from './state.js';
 
 export const buildUsage = `usage: builder-shim build --builder ADDR --exports-dir DIR [options] CONTEXT
 
@@ -20,7 +22,12 @@ export const buildUsage = `usage: builder-shim build --builder ADDR --exports-di
   --platform LIST       target platforms, comma-separated (repeatable)
   --no-cache            do not use BuildKit's cache
   --progress MODE       plain, tty or quiet (default plain)
-  -q, --quiet           same as --progress quiet`;
+  -q, --quiet           same as --progress quiet
+  --pull                always ask the registry for base images (default: the local store first)
+  --insecure-registry H registry host[:port] spoken to over plain HTTP (repeatable; loopback always is)
+  --state-dir DIR       the host's state: image store (default $XDG_STATE_HOME/builder-shim)
+
+  -o type=oci without dest loads the image into the host's image store under every -t.`;
 
 export function parseOutputFlag(spec: string): HostOutput {
   let fields: string[];
@@ -83,6 +90,9 @@ export async function build(argv: string[]): Promise<number> {
       'no-cache': { type: 'boolean', default: false },
       progress: { type: 'string', default: 'plain' },
       quiet: { type: 'boolean', short: 'q', default: false },
+      pull: { type: 'boolean', default: false },
+      'insecure-registry': { type: 'string', multiple: true },
+      'state-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -102,6 +112,15 @@ export async function build(argv: string[]): Promise<number> {
   if (!st?.isDirectory()) throw new UsageError(`context dir ${JSON.stringify(contextDir)} does not exist or is not a directory`);
   const df = await readDockerfile(values.file, contextDir);
   const outputs = (values.output ?? ['type=oci']).map(parseOutputFlag);
+  const images = await HostImages.open({
+    storeDir: path.join(values['state-dir'] ?? defaultStateDir(), 'images'),
+    pull: values.pull,
+    insecureRegistries: values['insecure-registry'] ?? [],
+    userAgent: USER_AGENT,
+    onResolve: (ref, platform, source) => {
+      if (progress !== 'quiet') process.stderr.write(`[host] ${source === 'local' ? 'using local' : 'pulled'} ${ref} (${platform})\n`);
+    },
+  });
   const client = connectBuilder(values.builder);
   const abort = new AbortController();
   const onSignal = () => abort.abort();
@@ -130,10 +149,11 @@ export async function build(argv: string[]): Promise<number> {
       cacheIn: [],
       cacheOut: [],
       signal: abort.signal,
+      images,
     });
     // As apple's host: the paths written, and the tags of an image output.
     for (const w of res.written) process.stdout.write(`${w}\n`);
-    if (outputs.some((o) => o.type === 'oci')) for (const t of values.tag ?? []) process.stdout.write(`${t}\n`);
+    for (const name of res.loaded) process.stdout.write(`${name}\n`);
     return 0;
   } catch (err) {
     if (err instanceof ContextError) throw new UsageError(err.message);

@@ -2,6 +2,7 @@
 import './threadpool.js';
 import { build } from './build.js';
 import { info } from './info.js';
+import { images } from './images.js';
 import { serve } from './serve.js';
 import { UsageError } from './usage.js';
 import { BuildFailed } from '../host/build-client.js';
@@ -12,10 +13,11 @@ commands:
   serve    run the shim: serve the Builder API and drive buildkitd
   build    build a Dockerfile through a shim (the host half of the protocol)
   info     check that a shim answers
+  images   list the host's image store
 
 Run 'builder-shim <command> --help' for a command's options.`;
 
-const commands: Record<string, (argv: string[]) => Promise<number>> = { serve, build, info };
+const commands: Record<string, (argv: string[]) => Promise<number>> = { serve, build, info, images };
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

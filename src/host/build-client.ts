@@ -14,6 +14,7 @@ import { HEADER_STAGE, STREAM_CHUNK, splitHeaders } from '../protocol/streamed-h
 import { encodeTerminalCommand } from '../protocol/terminal.js';
 import { answerInfo, answerRead, answerWalk, answerWalkJson } from './fssync.js';
 import { collectOutputs, type HostOutput } from './exports.js';
+import type { HostImages } from './images.js';
 
 export interface HostBuildOptions {
   builder: string;
@@ -33,6 +34,8 @@ export interface HostBuildOptions {
   ssh: string[];
   cacheIn: string[];
   cacheOut: string[];
+  /** The host's images: resolver and content store answers; oci results loaded into it. */
+  images: HostImages;
   /** Where progress goes (stderr by default). */
   progressOut?: (data: Buffer) => void;
   signal?: AbortSignal;
@@ -41,6 +44,8 @@ export interface HostBuildOptions {
 export interface HostBuildResult {
   buildId: string;
   written: string[];
+  /** Names the result was loaded into the host image store under. */
+  loaded: string[];
   /** Bytes of context tar sent to the shim. */
   contextBytes: number;
 }
@@ -154,6 +159,7 @@ export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions
             throw new Error(`unknown fssync method ${JSON.stringify(bt.metadata.method)}`);
         }
       }
+      if (msg.imageTransfer) return opts.images.answer(msg.buildId, msg.imageTransfer, send);
       // Requests no handler accepts are dropped, as apple's host does.
     };
     const status = new Promise<{ code: number; details: string }>((resolve) => {
@@ -175,7 +181,15 @@ export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions
     if (handlerError) throw new BuildFailed(`host failed to serve the build: ${(handlerError as Error).message}`, GrpcStatus.INTERNAL);
     if (st.code !== GrpcStatus.OK) throw new BuildFailed(st.details, st.code);
     const written = await collectOutputs(buildDir, opts.outputs);
-    return { buildId, written, contextBytes };
+    // An image output without dest goes into the host's image store under every tag.
+    const loaded: string[] = [];
+    const ociIndex = opts.outputs.findIndex((o) => o.type === 'oci' && !o.dest);
+    if (ociIndex >= 0 && opts.tags.length) {
+      const fileIndex = opts.outputs.slice(0, ociIndex).filter((o) => o.type !== 'local').length;
+      const tar = path.join(buildDir, fileIndex === 0 ? 'out.tar' : `out.${fileIndex}.tar`);
+      loaded.push(...(await opts.images.store.loadOciArchive(tar, opts.tags)).names);
+    }
+    return { buildId, written, loaded, contextBytes };
   } finally {
     await fsp.rm(buildDir, { recursive: true, force: true });
   }

@@ -15,6 +15,9 @@ import type { ContextCache } from '../cache/context-cache.js';
 import { BuildkitSession } from '../session/session.js';
 import { registerFileSync, type DirProvider } from '../session/filesync.js';
 import { registerFileSend, type ExportTarget } from '../session/filesend.js';
+import { registerContent } from '../session/content.js';
+import { HostContent } from './host-images.js';
+import { OCI_STORE, resolveBaseImages } from './base-images.js';
 import { memoryTree } from '../fssync/memory-tree.js';
 import { walkFromHost } from '../fssync/host-walk.js';
 import { selectEntries } from '../fssync/select.js';
@@ -155,6 +158,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
       server.onError = (err, method) => log.warn({ err: String(err), method }, 'session call failed');
       registerFileSync(server, provider, (req, ms) => log.debug({ dir: req.dirName, ms }, 'diffcopy sent'));
       registerFileSend(server, targets);
+      registerContent(server, { [`oci:${OCI_STORE}`]: new HostContent(channel) });
     },
   });
   const ref = randomUUID().replace(/-/g, '');
@@ -164,9 +168,13 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   session.start();
   let ok = false;
   try {
+    const images = await resolveBaseImages(channel, opts, env.defaultPlatform, (line) => pump.write(line));
+    for (const u of images.unresolved) log.info({ detail: u }, 'image reference left to buildkitd');
+    const req = solveRequest(opts, session.id, ref);
+    Object.assign(req.FrontendAttrs, images.attrs);
     const status = followStatus(env.control, ref, abort.signal, (s) => printer.update(s));
     try {
-      await callSolve(env.control, solveRequest(opts, session.id, ref), abort.signal);
+      await callSolve(env.control, req, abort.signal);
     } catch (err) {
       const st = toStatus(err);
       throw new ShimError(st.code === Code.OK ? Code.UNKNOWN : st.code, 'solve', `failed to solve: ${st.message}`, { cause: err });
