@@ -157,3 +157,69 @@ export async function seedMultiArch(registry: Registry, ref = 'library/multi:1')
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * Pushes a one-layer image whose layer holds /big.bin of `bytes` bytes (uncompressed layer,
+ * so what the content store serves is that size), written and hashed as a stream.
+ */
+export async function seedBigLayer(registry: Registry, ref: string, bytes: number): Promise<string> {
+  const skopeo = requireBinary('skopeo');
+  const { createWriteStream, renameSync } = await import('node:fs');
+  const tarStream = (await import('tar-stream')).default;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'seed-big-'));
+  try {
+    const layout = path.join(dir, 'oci');
+    mkdirSync(path.join(layout, 'blobs', 'sha256'), { recursive: true });
+    const put = (data: Buffer) => {
+      const digest = createHash('sha256').update(data).digest('hex');
+      writeFileSync(path.join(layout, 'blobs', 'sha256', digest), data);
+      return { digest: `sha256:${digest}`, size: data.length };
+    };
+    const tmpLayer = path.join(layout, 'blobs', 'sha256', 'layer.tmp');
+    const hash = createHash('sha256');
+    let size = 0;
+    const pack = tarStream.pack();
+    const out = createWriteStream(tmpLayer);
+    pack.on('data', (c: Buffer) => {
+      hash.update(c);
+      size += c.length;
+    });
+    pack.pipe(out);
+    const entry = pack.entry({ name: 'big.bin', size: bytes, mode: 0o644 });
+    for (let written = 0; written < bytes; ) {
+      // a fresh buffer each time: the stream may still hold the previous one
+      const chunk = Buffer.alloc(1 << 20);
+      const n = Math.min(chunk.length, bytes - written);
+      chunk.writeUInt32LE(written >>> 0, 0);
+      if (!entry.write(chunk.subarray(0, n))) await new Promise((r) => entry.once('drain', r));
+      written += n;
+    }
+    entry.end();
+    pack.finalize();
+    await new Promise((r) => out.on('close', r));
+    const layerDigest = `sha256:${hash.digest('hex')}`;
+    renameSync(tmpLayer, path.join(layout, 'blobs', 'sha256', layerDigest.slice(7)));
+    const arch = process.arch === 'x64' ? 'amd64' : process.arch;
+    const config = put(Buffer.from(JSON.stringify({ architecture: arch, os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [layerDigest] } })));
+    const manifest = put(
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+          layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layerDigest, size }],
+        }),
+      ),
+    );
+    writeFileSync(path.join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    writeFileSync(
+      path.join(layout, 'index.json'),
+      JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'big' } }] }),
+    );
+    const full = `${registry.host}/${ref}`;
+    await run(skopeo, ['--insecure-policy', 'copy', '--dest-tls-verify=false', `oci:${layout}:big`, `docker://${full}`]);
+    return full;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { runCli } from '../harness/cli.js';
 import { startRegistry, freePort, type Registry } from '../harness/registry.js';
-import { seedBusybox, seedMultiArch } from '../harness/seed.js';
+import { seedBigLayer, seedBusybox, seedMultiArch } from '../harness/seed.js';
 import { startShim, type Shim } from '../harness/shim.js';
 import { writeTree } from '../harness/tree.js';
 
@@ -101,6 +101,22 @@ describe('base images through the host', () => {
     const r2 = await build(second, ['-o', `type=local,dest=${out}`]);
     expect(r2.code, `${r2.stderr}\n${shim.logs()}`).toBe(0);
     expect(await fsp.readFile(path.join(out, 'marker'), 'utf8')).toBe('from the host store');
+  });
+
+  it('builds from an image with a 400 MB layer while the shim holds far less than that', async () => {
+    const size = 400 << 20;
+    const big = await seedBigLayer(registry, 'library/big:1', size);
+    const ctx = await ctxWith('big', `FROM scratch\nCOPY --from=${big} /big.bin /big.bin\n`);
+    const out = path.join(work, 'out-big');
+    const res = await build(ctx, ['-o', `type=local,dest=${out}`]);
+    expect(res.code, `${res.stderr}\n${shim.logs()}`).toBe(0);
+    expect((await fsp.stat(path.join(out, 'big.bin'))).size).toBe(size);
+    await fsp.rm(out, { recursive: true, force: true });
+    // Peak resident memory of the shim process over its whole life so far.
+    const status = await fsp.readFile(`/proc/${shim.svc.pid}/status`, 'utf8');
+    const peakKb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]);
+    console.log(`shim peak RSS ${Math.round(peakKb / 1024)} MiB while serving a ${size >> 20} MiB layer`);
+    expect(peakKb * 1024).toBeLessThan(size * 0.75);
   });
 
   it('fails cleanly for a missing image, a missing platform and a registry that is down, and keeps serving', async () => {
