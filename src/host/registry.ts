@@ -677,20 +677,24 @@ export class RegistryClient {
       const { res } = r;
       const status = res.statusCode ?? 0;
       if (status >= 200 && status < 300) return r;
-      if (status === 401 && authAttempts < 2) {
+      if (status === 401) {
         const challenges = parseWwwAuthenticate(String(res.headers['www-authenticate'] ?? ''));
         const ch = challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
         const sent = authorization;
-        res.resume();
-        if (ch) {
+        // Retry after a first challenge, an expired token, or a request for scopes we did not ask
+        // for; a token refused for the scope it was issued for would be refused again.
+        const extraScope = (ch?.params.scope ?? '').split(' ').some((x) => x && x !== `repository:${repo.path}:pull`);
+        if (ch && authAttempts < 2 && (sent === undefined || ch.params.error === 'invalid_token' || extraScope)) {
+          res.resume();
           authAttempts++;
           this.challenges.set(host, { scheme: ch.scheme, params: { ...ch.params, scope: '' } });
           authorization = await this.authorization(op, ch, true, opts);
-          // the same (or no) credentials again would get the same answer
           if (authorization && authorization !== sent) continue;
-          if (!authorization) throw new RegistryError('UNAUTHORIZED', op.what, host, `registry ${host} requires authentication and no credentials are configured for ${repo.domain}`, 401);
+          if (!authorization) {
+            throw new RegistryError('UNAUTHORIZED', op.what, host, `registry ${host} requires authentication and no credentials are configured for ${repo.domain}`, 401);
+          }
         }
-        throw this.statusError(op, status, '', authorization !== undefined);
+        throw this.statusError(op, status, await readBodyForError(res), sent !== undefined);
       }
       if ((status === 429 || status === 502 || status === 503 || status === 504) && attempt < this.retries) {
         res.resume();

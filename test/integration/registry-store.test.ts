@@ -17,6 +17,7 @@ import { formatPlatform, hostPlatform, parseReference } from '../../src/host/ref
 import {
   MediaTypes,
   parseManifest,
+  parseWwwAuthenticate,
   PlatformNotFoundError,
   RegistryClient,
   RegistryError,
@@ -103,6 +104,8 @@ interface ProxyOptions {
   auth?: { user?: string; password?: string };
   /** flip a byte in blob bodies */
   corruptBlobs?: boolean;
+  /** refuse every token (as Docker Hub does for a repository that does not exist) */
+  refuseTokens?: boolean;
 }
 
 interface Proxy {
@@ -134,7 +137,7 @@ async function startProxy(upstream: string, opts: ProxyOptions): Promise<Proxy> 
     proxy.requests.push({ method: req.method ?? '', url: url.pathname, authorization: req.headers.authorization });
     if (opts.auth) {
       const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? '');
-      if (!m || !tokens.has(m[1]!)) {
+      if (!m || !tokens.has(m[1]!) || opts.refuseTokens) {
         const repo = /^\/v2\/(.+)\/(manifests|blobs)\//.exec(url.pathname)?.[1] ?? '';
         res
           .writeHead(401, {
@@ -367,6 +370,35 @@ describe('RegistryClient', () => {
     const last = locked.tokenRequests.at(-1)!;
     expect(last.authorization).toBe(`Basic ${Buffer.from('alice:s3cret').toString('base64')}`);
     expect(last.url.searchParams.get('account')).toBe('alice');
+  });
+
+  it('does not retry a token refused for the scope it was issued for', async () => {
+    const proxy = await startProxy(own.host, { auth: {}, refuseTokens: true });
+    const ref = `${proxy.host}/library/busybox:1`;
+    const err = await client().resolve(ref).catch((e: unknown) => e);
+    expect((err as RegistryError).code).toBe('UNAUTHORIZED');
+    expect((err as Error).message).toBe(
+      `failed to resolve ${ref}: pull access denied by registry ${proxy.host}: the repository does not exist or may require authorization (authentication required)`,
+    );
+    expect(proxy.tokenRequests).toHaveLength(1);
+    expect(proxy.requests).toHaveLength(2);
+  });
+
+  it('parses WWW-Authenticate challenges', () => {
+    expect(
+      parseWwwAuthenticate(
+        'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull",error="insufficient_scope"',
+      ),
+    ).toEqual([
+      {
+        scheme: 'bearer',
+        params: { realm: 'https://auth.docker.io/token', service: 'registry.docker.io', scope: 'repository:library/alpine:pull', error: 'insufficient_scope' },
+      },
+    ]);
+    expect(parseWwwAuthenticate('Basic realm="Registry Realm", Bearer realm=x,service="a \\"b\\""')).toEqual([
+      { scheme: 'basic', params: { realm: 'Registry Realm' } },
+      { scheme: 'bearer', params: { realm: 'x', service: 'a "b"' } },
+    ]);
   });
 
   it('fails a blob whose bytes do not match its digest', async () => {
