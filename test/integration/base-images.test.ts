@@ -64,6 +64,35 @@ describe('base images through the host', () => {
     expect(agents.size).toBeGreaterThan(0);
   });
 
+  it('uses the host store by default and asks the registry again with --pull', async () => {
+    const ctx = await ctxWith('pull', `FROM ${busybox}\nRUN true\n`);
+    const gets = () => registry.accessLog().split('\n').filter((l) => l.includes('GET /v2/library/busybox/manifests/') && l.includes('builder-shim/')).length;
+    const r1 = await build(ctx, ['-o', `type=local,dest=${path.join(work, 'pull-1')}`]);
+    expect(r1.code, r1.stderr).toBe(0);
+    const afterFirst = gets();
+    const r2 = await build(ctx, ['-o', `type=local,dest=${path.join(work, 'pull-2')}`]);
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(r2.stderr).toContain('using local');
+    expect(gets()).toBe(afterFirst);
+    const r3 = await build(ctx, ['--pull', '-o', `type=local,dest=${path.join(work, 'pull-3')}`]);
+    expect(r3.code, r3.stderr).toBe(0);
+    expect(gets()).toBeGreaterThan(afterFirst);
+  });
+
+  it('answers an unknown digest with a clear error instead of hanging', async () => {
+    const { HostImages } = await import('../../src/host/images.js');
+    const images = await HostImages.open({ storeDir: path.join(work, 'probe-store'), pull: false, insecureRegistries: [], userAgent: 'builder-shim/test' });
+    const sent: Array<Record<string, string>> = [];
+    const unknown = `sha256:${'0'.repeat(64)}`;
+    for (const method of ['/containerd.services.content.v1.Content/Info', '/containerd.services.content.v1.Content/ReaderAt']) {
+      await images.answer('B', { id: 'r', direction: 1, tag: unknown, descriptor: { mediaType: '', digest: unknown, size: 1n, urls: [], annotations: {} }, data: Buffer.alloc(0), complete: false, metadata: { stage: 'content-store', method, offset: '0', length: '10' } }, async (m) => {
+        sent.push(m.imageTransfer!.metadata);
+      });
+    }
+    expect(sent).toHaveLength(2);
+    for (const md of sent) expect(md.error).toContain(`content ${unknown} not found`);
+  });
+
   it('handles two base images, an ARG-parameterised FROM, FROM --platform=$BUILDPLATFORM and COPY --from=<image>', async () => {
     const ctx = await ctxWith(
       'multi',
