@@ -23,6 +23,10 @@ export const buildUsage = `usage: builder-shim build --builder ADDR --exports-di
   --no-cache            do not use BuildKit's cache
   --progress MODE       plain, tty or quiet (default plain)
   -q, --quiet           same as --progress quiet
+  --secret id=ID[,src=PATH|,env=VAR]   a secret for RUN --mount=type=secret (repeatable)
+  --ssh default|ID=SOCKET             forward an SSH agent for RUN --mount=type=ssh
+  -a, --arch ARCH / --os OS           target platforms as os x arch (when --platform is not given)
+  --cache-in SPEC / --cache-out SPEC  buildctl's --import-cache / --export-cache syntax
   --pull                always ask the registry for base images (default: the local store first)
   --insecure-registry H registry host[:port] spoken to over plain HTTP (repeatable; loopback always is)
   --state-dir DIR       the host's state: image store (default $XDG_STATE_HOME/builder-shim)
@@ -55,6 +59,67 @@ export function parseOutputFlag(spec: string): HostOutput {
     throw new UsageError(`invalid --output ${JSON.stringify(spec)}: dest field is required`, buildUsage);
   }
   return { type, attrs, ...(dest ? { dest } : {}) };
+}
+
+const SECRET_KEYS = new Set(['id', 'src', 'source', 'env', 'type']);
+
+/** --secret id=ID[,src=PATH|,env=VAR]; `id=K` alone reads the environment variable K. */
+export async function readSecrets(specs: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  for (const spec of specs) {
+    // A comma not followed by a known key belongs to the value before it, so file names
+    // with commas work unquoted (as with apple's host); quoted CSV works too.
+    const fields = new Map<string, string>();
+    let last: string | undefined;
+    for (const f of spec.startsWith('"') || spec.includes(',"') ? parseCsvFields(spec) : spec.split(',')) {
+      const i = f.indexOf('=');
+      const key = i > 0 ? f.slice(0, i).trim().toLowerCase() : '';
+      if (!SECRET_KEYS.has(key)) {
+        if (last === undefined) throw new UsageError(`invalid --secret ${JSON.stringify(spec)}: ${JSON.stringify(f)} is not key=value`, buildUsage);
+        fields.set(last, `${fields.get(last)},${f}`);
+        continue;
+      }
+      fields.set(key, f.slice(i + 1));
+      last = key;
+    }
+    const id = fields.get('id');
+    if (!id) throw new UsageError(`invalid --secret ${JSON.stringify(spec)}: secret must start with id=<key>`, buildUsage);
+    if (id.includes('=')) throw new UsageError(`invalid --secret ${JSON.stringify(spec)}: the id must not contain '='`, buildUsage);
+    const src = fields.get('src') ?? fields.get('source');
+    if (src !== undefined) {
+      const data = await fsp.readFile(src).catch((err: Error) => {
+        throw new UsageError(`cannot read secret ${id} from ${JSON.stringify(src)}: ${err.message}`);
+      });
+      out.set(id, data);
+      continue;
+    }
+    const name = fields.get('env') ?? id;
+    const value = env[name];
+    if (value === undefined) throw new UsageError(`secret ${id}: environment variable ${name} is not set`);
+    out.set(id, Buffer.from(value));
+  }
+  return out;
+}
+
+/** --ssh default (needs SSH_AUTH_SOCK) or id=/path/to/agent.sock. */
+function sshSpecs(specs: readonly string[]): string[] {
+  for (const s of specs) {
+    if (s === 'default' && !process.env.SSH_AUTH_SOCK) throw new UsageError('--ssh default requires SSH_AUTH_SOCK to be set');
+    if (s !== 'default' && !/^[^=]+=\/./.test(s)) throw new UsageError(`invalid --ssh ${JSON.stringify(s)}: default or id=/path/to/agent.sock`, buildUsage);
+  }
+  return [...specs];
+}
+
+/** --platform wins; otherwise the --os x --arch product; otherwise the shim's default. */
+function platformsFrom(platformFlags: readonly string[], oses: readonly string[], arches: readonly string[]): string[] {
+  const split = (v: readonly string[]) => v.flatMap((p) => p.split(',')).map((p) => p.trim()).filter(Boolean);
+  const explicit = split(platformFlags);
+  if (explicit.length) return [...new Set(explicit)];
+  const a = split(arches);
+  const o = split(oses);
+  if (!a.length && !o.length) return [];
+  const hostArch = process.arch === 'x64' ? 'amd64' : process.arch;
+  return [...new Set((o.length ? o : ['linux']).flatMap((os) => (a.length ? a : [hostArch]).map((arch) => `${os}/${arch}`)))];
 }
 
 async function readDockerfile(file: string | undefined, context: string): Promise<{ data: Buffer; ignore?: Buffer }> {
@@ -91,6 +156,12 @@ export async function build(argv: string[]): Promise<number> {
       progress: { type: 'string', default: 'plain' },
       quiet: { type: 'boolean', short: 'q', default: false },
       pull: { type: 'boolean', default: false },
+      secret: { type: 'string', multiple: true },
+      ssh: { type: 'string', multiple: true },
+      arch: { type: 'string', short: 'a', multiple: true },
+      os: { type: 'string', multiple: true },
+      'cache-in': { type: 'string', multiple: true },
+      'cache-out': { type: 'string', multiple: true },
       'insecure-registry': { type: 'string', multiple: true },
       'state-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -137,17 +208,17 @@ export async function build(argv: string[]): Promise<number> {
       dockerfile: df.data,
       ...(df.ignore ? { dockerignore: df.ignore } : {}),
       tags: values.tag ?? [],
-      platforms: (values.platform ?? []).flatMap((p) => p.split(',')).filter(Boolean),
+      platforms: platformsFrom(values.platform ?? [], values.os ?? [], values.arch ?? []),
       buildArgs: values['build-arg'] ?? [],
       labels: values.label ?? [],
       target: values.target,
       noCache: values['no-cache'],
       outputs,
       progress,
-      secrets: new Map(),
-      ssh: [],
-      cacheIn: [],
-      cacheOut: [],
+      secrets: await readSecrets(values.secret ?? []),
+      ssh: sshSpecs(values.ssh ?? []),
+      cacheIn: values['cache-in'] ?? [],
+      cacheOut: values['cache-out'] ?? [],
       signal: abort.signal,
       images,
     });

@@ -6,6 +6,7 @@
 import { invalidArgument } from '../rpc/errors.js';
 import type { Metadata } from '../rpc/server.js';
 import { parseCsvFields } from './csv.js';
+import { parsePlatform, platformKey } from '../dockerfile/platform.js';
 
 export type OutputType = 'oci' | 'tar' | 'local';
 
@@ -30,8 +31,8 @@ export interface BuildOptions {
   buildArgs: Array<[string, string]>;
   secrets: Map<string, Buffer>;
   outputs: OutputSpec[];
-  cacheIn: string[];
-  cacheOut: string[];
+  cacheIn: CacheSpec[];
+  cacheOut: CacheSpec[];
   ssh: string[];
 }
 
@@ -74,6 +75,53 @@ export function parseOutput(value: string): OutputSpec {
   return { type, attrs };
 }
 
+export interface CacheSpec {
+  type: string;
+  attrs: Record<string, string>;
+}
+
+/** buildctl's --import-cache/--export-cache CSV; a bare value is a registry ref. */
+export function parseCacheSpec(value: string, header: string): CacheSpec {
+  if (!value.includes('=')) return { type: 'registry', attrs: { ref: value } };
+  let fields: string[];
+  try {
+    fields = parseCsvFields(value);
+  } catch (err) {
+    throw invalidArgument('bad-cache', `invalid ${header} header ${JSON.stringify(value)}: ${(err as Error).message}`);
+  }
+  const attrs: Record<string, string> = {};
+  let type: string | undefined;
+  for (const f of fields) {
+    const [k, v] = splitKeyValue(f);
+    const key = k.trim().toLowerCase();
+    if (key === 'type') type = v;
+    else if (key) attrs[key] = v;
+  }
+  if (!type) throw invalidArgument('bad-cache', `invalid ${header} header ${JSON.stringify(value)}: type is required`);
+  if (type === 'local') {
+    throw invalidArgument(
+      'cache-local',
+      `invalid ${header} header ${JSON.stringify(value)}: type=local caches need a writable session content store, which builder-shim does not have yet; use type=registry`,
+    );
+  }
+  return { type, attrs };
+}
+
+/** Parses and normalises platform strings; linux/arm64 and linux/arm64/v8 are one platform. */
+export function parsePlatforms(values: readonly string[], header: string): string[] {
+  const out: string[] = [];
+  for (const v of values) {
+    let key: string;
+    try {
+      key = platformKey(parsePlatform(v));
+    } catch (err) {
+      throw invalidArgument('bad-platform', `invalid ${header} header ${JSON.stringify(v)}: ${(err as Error).message}`);
+    }
+    if (!out.includes(key)) out.push(key);
+  }
+  return out;
+}
+
 export function parseBuildOptions(md: Metadata, defaultPlatform: string): BuildOptions {
   const all = (k: string): string[] => [...(md.get(k) ?? [])];
   const first = (k: string) => all(k)[0];
@@ -110,7 +158,7 @@ export function parseBuildOptions(md: Metadata, defaultPlatform: string): BuildO
     dockerfile,
     ...(dockerignore ? { dockerignore } : {}),
     tags: all('tag').filter(Boolean),
-    platforms: platforms.length ? platforms : [defaultPlatform],
+    platforms: parsePlatforms(platforms.length ? platforms : [defaultPlatform], 'platforms'),
     progress,
     noCache: md.has('no-cache'),
     target: first('target') ?? '',
@@ -119,8 +167,8 @@ export function parseBuildOptions(md: Metadata, defaultPlatform: string): BuildO
     buildArgs: all('build-args').map(splitKeyValue),
     secrets,
     outputs,
-    cacheIn: all('cache-in'),
-    cacheOut: all('cache-out'),
+    cacheIn: all('cache-in').map((v) => parseCacheSpec(v, 'cache-in')),
+    cacheOut: all('cache-out').map((v) => parseCacheSpec(v, 'cache-out')),
     ssh: all('ssh'),
   };
 }

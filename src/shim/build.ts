@@ -16,6 +16,8 @@ import { BuildkitSession } from '../session/session.js';
 import { registerFileSync, type DirProvider } from '../session/filesync.js';
 import { registerFileSend, type ExportTarget } from '../session/filesend.js';
 import { registerContent } from '../session/content.js';
+import { registerSecrets } from '../session/secrets.js';
+import { parseSshSpecs, registerSsh } from '../session/ssh.js';
 import { HostContent } from './host-images.js';
 import { OCI_STORE, resolveBaseImages } from './base-images.js';
 import { memoryTree } from '../fssync/memory-tree.js';
@@ -82,7 +84,13 @@ export function solveRequest(opts: BuildOptions, sessionId: string, ref: string)
     Session: sessionId,
     Frontend: 'dockerfile.v0',
     FrontendAttrs: attrs,
-    Cache: undefined,
+    Cache: {
+      ExportRefDeprecated: '',
+      ImportRefsDeprecated: [],
+      ExportAttrsDeprecated: {},
+      Exports: opts.cacheOut.map((c) => ({ Type: c.type, Attrs: c.attrs })),
+      Imports: opts.cacheIn.map((c) => ({ Type: c.type, Attrs: c.attrs })),
+    },
     Entitlements: [],
     FrontendInputs: {},
     Internal: false,
@@ -151,6 +159,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
     throw new ShimError(Code.NOT_FOUND, 'unknown-dir', `no access allowed to dir ${JSON.stringify(req.dirName)}`);
   };
 
+  const sshAgents = parseSshSpecs(opts.ssh);
   const session = new BuildkitSession(env.control, {
     name: `builder-shim ${opts.buildId}`,
     sharedKey: opts.buildId,
@@ -159,6 +168,8 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
       registerFileSync(server, provider, (req, ms) => log.debug({ dir: req.dirName, ms }, 'diffcopy sent'));
       registerFileSend(server, targets);
       registerContent(server, { [`oci:${OCI_STORE}`]: new HostContent(channel) });
+      registerSecrets(server, opts.secrets);
+      if (sshAgents.size) registerSsh(server, sshAgents);
     },
   });
   const ref = randomUUID().replace(/-/g, '');
