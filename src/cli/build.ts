@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -207,7 +208,8 @@ export async function build(argv: string[]): Promise<number> {
       contextDir,
       dockerfile: df.data,
       ...(df.ignore ? { dockerignore: df.ignore } : {}),
-      tags: values.tag ?? [],
+      // As apple's host: without -t the image gets one random lower-case UUID as its name.
+      tags: values.tag?.length ? values.tag : [randomUUID()],
       platforms: platformsFrom(values.platform ?? [], values.os ?? [], values.arch ?? []),
       buildArgs: values['build-arg'] ?? [],
       labels: values.label ?? [],

@@ -135,6 +135,17 @@ export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions
         });
       }
     }
+    // apple's host sends the terminal size at once and on every change.
+    const winch = () => {
+      const cols = process.stderr.columns ?? 80;
+      const rows = process.stderr.rows ?? 24;
+      void send({ buildId: '', command: { id: '', command: encodeTerminalCommand({ code: 'winch', rows, cols }) } });
+    };
+    if (opts.progress === 'tty') {
+      winch();
+      process.on('SIGWINCH', winch);
+      call.on('close', () => process.off('SIGWINCH', winch));
+    }
     const handlers = new Set<Promise<void>>();
     let handlerError: unknown;
     const handle = async (msg: ServerStream) => {

@@ -24,6 +24,7 @@ import { memoryTree } from '../fssync/memory-tree.js';
 import { walkFromHost } from '../fssync/host-walk.js';
 import { selectEntries } from '../fssync/select.js';
 import { PlainPrinter } from '../progress/plain.js';
+import { TtyPrinter } from '../progress/tty.js';
 import { parseBuildOptions, type BuildOptions } from './build-options.js';
 import { HostChannel } from './host-channel.js';
 import { ProgressPump } from './progress-pump.js';
@@ -126,7 +127,10 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   }
   const log = env.log.child({ build: opts.buildId });
   const pump = new ProgressPump((data) => channel.writeOutput(data));
-  const printer = new PlainPrinter((t) => pump.write(t));
+  const printer = opts.progress === 'tty' ? new TtyPrinter((t) => pump.write(t)) : new PlainPrinter((t) => pump.write(t));
+  channel.onResize = (rows, cols) => {
+    if (printer instanceof TtyPrinter) printer.resize(rows, cols);
+  };
   const exportDir = path.join(env.exportsDir, opts.buildId);
   await fsp.mkdir(exportDir, { recursive: true, mode: 0o755 });
   const targets = exportTargets(opts, exportDir);

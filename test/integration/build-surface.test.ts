@@ -178,6 +178,16 @@ describe('build surface', () => {
     expect(res.stdout).toContain('example.test/tags:2');
   });
 
+  it('names an image without -t with a generated tag, and loads it', async () => {
+    const dir = await ctx([{ path: 'Dockerfile', content: 'FROM scratch\nCOPY a /a\n' }, { path: 'a', content: 'a' }]);
+    const res = await build([dir]);
+    expect(res.code, res.stderr).toBe(0);
+    const name = res.stdout.trim();
+    expect(name).toMatch(/^docker\.io\/library\/[0-9a-f-]{36}:latest$/);
+    const list = await runCli(['images', '--state-dir', path.join(work, 'state')]);
+    expect(list.stdout).toContain(name);
+  });
+
   it('exports and imports a registry cache', async () => {
     const dir = await ctx([{ path: 'Dockerfile', content: `FROM ${busybox}\nRUN echo cached > /c\n` }]);
     const ref = `${registryHost}/cache/surface:1`;
@@ -207,6 +217,15 @@ describe('build surface', () => {
     const err = await new Promise<ServiceError | null>((resolve) => client.createBuild({ stageName: '', tag: '', metadata: {}, buildArgs: [], debug: false }, new Metadata(), (e) => resolve(e)));
     expect(err?.code).toBe(status.UNIMPLEMENTED);
     client.close();
+  });
+
+  it('renders tty progress sized by the host terminal', async () => {
+    const dir = await ctx([{ path: 'Dockerfile', content: 'FROM scratch\nCOPY a /a\n' }, { path: 'a', content: 'a' }]);
+    const res = await build(['--progress', 'tty', '-o', `type=local,dest=${await out()}`, dir], { env: { ...process.env, NO_COLOR: '1' } });
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stderr).toContain('[+] Building');
+    expect(res.stderr).toMatch(/FINISHED/);
+    expect(res.stderr).toContain('=> [1/1] COPY a /a');
   });
 
   it('with -q prints nothing but the result and still completes (every packet acked)', async () => {
