@@ -5,6 +5,7 @@ import { ContextCache } from '../cache/context-cache.js';
 import { RpcServer } from '../rpc/server.js';
 import { registerBuilder } from '../shim/builder-service.js';
 import { connectBuildkit } from '../shim/control.js';
+import { BuildkitdSupervisor, externalBuildkit } from '../shim/buildkitd.js';
 import { listenOn, parseListenAddr } from '../shim/listen.js';
 import { createLogger, type Level } from '../shim/log.js';
 import { nativePlatform } from '../shim/platform.js';
@@ -19,6 +20,9 @@ export const serveUsage = `usage: builder-shim serve --listen ADDR [--listen ADD
   --buildkit-addr   buildkitd's address (default unix:///run/buildkit/buildkitd.sock)
   --exports-dir     where results are written, <dir>/<build-id>/ (shared with the host)
   --cache-dir       the build-context cache
+  --buildkitd PATH  start and supervise buildkitd (listening on --buildkit-addr), restarting it when it exits
+  --buildkitd-arg A extra argument for buildkitd (repeatable)
+  --shutdown-grace S on SIGTERM, seconds to let running builds finish before cancelling them (default 30)
   --cache-max-size  upper bound of the context cache (default 20G); least recently used entries go first`;
 
 export async function serve(argv: string[]): Promise<number> {
@@ -31,6 +35,9 @@ export async function serve(argv: string[]): Promise<number> {
       'cache-dir': { type: 'string', default: '/var/lib/container-builder-shim/cache' },
       'cache-max-size': { type: 'string', default: '20G' },
       'log-level': { type: 'string', default: 'info' },
+      buildkitd: { type: 'string' },
+      'buildkitd-arg': { type: 'string', multiple: true },
+      'shutdown-grace': { type: 'string', default: '30' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -52,12 +59,21 @@ export async function serve(argv: string[]): Promise<number> {
     onEvict: (key, bytes) => log.info({ key, bytes }, 'evicted context cache entry'),
   });
   await cache.init();
-  const control = connectBuildkit(values['buildkit-addr']);
+  const buildkitAddr = values['buildkit-addr'];
+  if (values.buildkitd && !buildkitAddr.startsWith('unix://')) throw new UsageError('--buildkitd needs a unix:// --buildkit-addr', serveUsage);
+  const control = connectBuildkit(buildkitAddr);
+  const supervisor = values.buildkitd
+    ? new BuildkitdSupervisor({ bin: values.buildkitd, args: values['buildkitd-arg'] ?? [], socketPath: buildkitAddr.slice('unix://'.length), control, log: log.child({ component: 'buildkitd' }) })
+    : undefined;
+  const buildkit = supervisor ?? externalBuildkit(control, buildkitAddr);
+  const grace = Number(values['shutdown-grace']) * 1000;
+  if (!Number.isFinite(grace) || grace < 0) throw new UsageError(`invalid --shutdown-grace ${values['shutdown-grace']}`, serveUsage);
   const server = new RpcServer();
   server.onError = (err, method) => log.error({ err: String((err as Error)?.stack ?? err), method }, 'call failed');
-  registerBuilder(server, { control, exportsDir, cache, defaultPlatform: nativePlatform(), log });
+  registerBuilder(server, { control, buildkit, exportsDir, cache, defaultPlatform: nativePlatform(), log });
   for (const l of listens) await listenOn(server, l);
-  log.info({ listen: values.listen, buildkit: values['buildkit-addr'] }, 'serving');
+  log.info({ listen: values.listen, buildkit: buildkitAddr }, 'serving');
+  if (supervisor) void supervisor.start().catch((err) => log.error({ err: String(err) }, 'buildkitd did not start'));
 
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
@@ -67,8 +83,14 @@ export async function serve(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  await Promise.race([server.close(), new Promise((r) => setTimeout(r, 10_000).unref())]);
+  // Stop accepting, let running builds finish within the grace period, then cancel them.
+  const closing = server.close();
+  const deadline = Date.now() + grace;
+  while (server.activeCalls() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (server.activeCalls() > 0) log.warn({ builds: server.activeCalls() }, 'grace period over: cancelling builds');
   server.destroy();
+  await Promise.race([closing, new Promise((r) => setTimeout(r, 2_000).unref())]);
+  await supervisor?.stop();
   control.close();
   for (const l of listens) if (l.kind === 'unix') await fsp.rm(l.path, { force: true });
   return 0;

@@ -9,6 +9,7 @@
  * length-prefixed messages without compression, `grpc-timeout`, status in trailers.
  */
 import http2 from 'node:http2';
+import net from 'node:net';
 import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { Code, ShimError, toStatus } from './errors.js';
@@ -80,7 +81,8 @@ export function metadataFromRawHeaders(raw: readonly string[]): Map<string, stri
 
 /** Percent-encodes a status message as gRPC requires, keeping it small for strict peers. */
 export function encodeGrpcMessage(message: string, maxBytes = 8 << 10): string {
-  let bytes = Buffer.from(message, 'utf8');
+  // HTTP/2 drops header values with leading or trailing white space.
+  let bytes = Buffer.from(message.trim(), 'utf8');
   if (bytes.length > maxBytes) bytes = Buffer.concat([bytes.subarray(0, maxBytes - 3), Buffer.from('...')]);
   let out = '';
   for (const b of bytes) {
@@ -106,6 +108,7 @@ export class RpcServer {
   private readonly h2: http2.Http2Server;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly active = new Set<AbortController>();
+  private readonly listeners = new Set<net.Server>();
   readonly limits: ServerLimits;
   onError: (err: unknown, method: string) => void = () => {};
 
@@ -175,40 +178,32 @@ export class RpcServer {
     this.h2.emit('connection', conn);
   }
 
-  /** Starts accepting on a net.Server-compatible listen target (unix path or tcp). */
-  listen(options: { path: string } | { host: string; port: number }): Promise<void> {
+  /** Starts accepting on a unix path or a tcp address; may be called once per address. */
+  listen(options: { path: string } | { host: string; port: number }): Promise<net.AddressInfo | string | null> {
+    const listener = net.createServer((sock) => this.injectConnection(sock));
+    this.listeners.add(listener);
     return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
-      this.h2.once('error', onError);
-      this.h2.listen(options, () => {
-        this.h2.off('error', onError);
-        resolve();
+      listener.once('error', (err) => {
+        this.listeners.delete(listener);
+        reject(err);
       });
+      listener.listen(options, () => resolve(listener.address()));
     });
-  }
-
-  address(): ReturnType<http2.Http2Server['address']> {
-    return this.h2.address();
   }
 
   /** Stops accepting; running calls continue until they end or `destroy` is called. */
-  close(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.h2.listening) {
-        for (const s of this.sessions) s.close();
-        resolve();
-        return;
-      }
-      this.h2.close(() => resolve());
-      for (const s of this.sessions) s.close();
-    });
+  async close(): Promise<void> {
+    await Promise.all([...this.listeners].map((l) => new Promise<void>((r) => l.close(() => r()))));
+    this.listeners.clear();
+    for (const s of this.sessions) s.close();
   }
 
   /** Cancels every running call and tears down every connection. */
   destroy(reason?: Error): void {
     for (const c of this.active) c.abort(reason ?? new ShimError(Code.UNAVAILABLE, 'shutdown', 'server shutting down'));
     for (const s of this.sessions) s.destroy();
-    if (this.h2.listening) this.h2.close();
+    for (const l of this.listeners) l.close();
+    this.listeners.clear();
   }
 
   activeCalls(): number {

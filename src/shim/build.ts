@@ -30,9 +30,11 @@ import { HostChannel } from './host-channel.js';
 import { ProgressPump } from './progress-pump.js';
 import { callSolve, followStatus } from './control.js';
 import type { Logger } from './log.js';
+import type { BuildkitHealth } from './buildkitd.js';
 
 export interface BuildEnv {
   control: ControlClient;
+  buildkit: BuildkitHealth;
   exportsDir: string;
   cache: ContextCache;
   defaultPlatform: string;
@@ -116,6 +118,8 @@ async function withStreamedHeaders(md: Metadata, channel: HostChannel): Promise<
 }
 
 export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream, ServerStream>): Promise<void> {
+  await env.buildkit.ensureReady();
+  const lost = env.buildkit.lostSignal();
   const channel = new HostChannel(call);
   const reading = channel.run();
   let opts: BuildOptions;
@@ -180,6 +184,8 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   const abort = new AbortController();
   const onAbort = () => abort.abort(call.signal.reason);
   call.signal.addEventListener('abort', onAbort, { once: true });
+  const onLost = () => abort.abort(lost.reason);
+  lost.addEventListener('abort', onLost, { once: true });
   session.start();
   let ok = false;
   try {
@@ -192,6 +198,14 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
       await callSolve(env.control, req, abort.signal);
     } catch (err) {
       const st = toStatus(err);
+      // A dropped connection is often seen before buildkitd's exit is: give it a moment.
+      if (!lost.aborted && st.code === Code.UNAVAILABLE) {
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, 1_000);
+          lost.addEventListener('abort', () => (clearTimeout(t), r()), { once: true });
+        });
+      }
+      if (lost.aborted) throw lost.reason;
       throw new ShimError(st.code === Code.OK ? Code.UNKNOWN : st.code, 'solve', `failed to solve: ${st.message}`, { cause: err });
     } finally {
       await Promise.race([status, new Promise((r) => setTimeout(r, 3000).unref())]);
@@ -203,6 +217,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
     log.info({ outputs: targets.map((t) => t.path) }, 'build finished');
   } finally {
     call.signal.removeEventListener('abort', onAbort);
+    lost.removeEventListener('abort', onLost);
     session.close();
     channel.close(new ShimError(Code.CANCELLED, 'build-over', 'build finished'));
     void reading;

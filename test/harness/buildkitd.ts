@@ -78,7 +78,7 @@ export function overlayWorksIn(dir: string): boolean {
   return ok;
 }
 
-function chooseSnapshotter(opt: Snapshotter | undefined, dir: string): Snapshotter {
+export function chooseSnapshotter(opt: Snapshotter | undefined, dir: string): Snapshotter {
   const env = process.env.BUILDER_SHIM_SNAPSHOTTER;
   const want = opt ?? (env === 'overlayfs' || env === 'native' ? env : undefined);
   if (want) return want;

@@ -60,3 +60,36 @@ export async function startShim(buildkitAddr: string, extra: string[] = []): Pro
     },
   };
 }
+
+/** A shim that starts and supervises its own buildkitd (`serve --buildkitd`). */
+export async function startSupervisedShim(extra: string[] = []): Promise<Shim & { base: string }> {
+  const { requireBinary } = await import('./deps.js');
+  const { chooseSnapshotter } = await import('./buildkitd.js');
+  const base = await fsp.mkdtemp('/tmp/bk-sup-');
+  const root = path.join(base, 'root');
+  await fsp.mkdir(root, { mode: 0o700 });
+  await fsp.writeFile(path.join(base, 'buildkitd.toml'), '[worker.oci]\n  enabled = true\n  gc = false\n[worker.containerd]\n  enabled = false\n');
+  const bkArgs = [
+    '--config', path.join(base, 'buildkitd.toml'),
+    '--root', root,
+    '--otel-socket-path', path.join(base, 'otel.sock'),
+    '--cdi-disabled',
+    '--oci-worker=true',
+    '--containerd-worker=false',
+    '--oci-worker-binary', requireBinary('runc'),
+    '--oci-worker-snapshotter', chooseSnapshotter(undefined, base),
+    '--oci-worker-net=host',
+  ];
+  const args = ['--buildkitd', requireBinary('buildkitd'), ...bkArgs.map((a) => `--buildkitd-arg=${a}`), ...extra];
+  const shim = await startShim(`unix://${path.join(base, 'buildkitd.sock')}`, args);
+  return {
+    ...shim,
+    base,
+    stop: async () => {
+      await shim.stop();
+      const { unmountUnder } = await import('./proc.js');
+      await unmountUnder(base);
+      await fsp.rm(base, { recursive: true, force: true });
+    },
+  };
+}

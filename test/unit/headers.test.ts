@@ -138,3 +138,12 @@ describe('parseBuildOptions', () => {
     expect(parseOutput('type=oci,Name=x,annotation.a=b')).toEqual({ type: 'oci', attrs: { name: 'x', 'annotation.a': 'b' } });
   });
 });
+
+describe('status messages', () => {
+  it('are percent-encoded, trimmed (HTTP/2 drops values with outer white space) and bounded', async () => {
+    const { encodeGrpcMessage } = await import('../../src/rpc/server.js');
+    expect(encodeGrpcMessage('note: ')).toBe('note:');
+    expect(encodeGrpcMessage('100% é\n')).toBe('100%25 %C3%A9');
+    expect(encodeGrpcMessage('x'.repeat(20000)).length).toBeLessThanOrEqual(8 << 10);
+  });
+});

@@ -1,0 +1,119 @@
+// The daemon: buildkitd supervision (killed mid-build, restarted), a buildkitd that is not
+// there, listeners, and SIGTERM during a build.
+import { execFileSync } from 'node:child_process';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runCli } from '../harness/cli.js';
+import { freePort } from '../harness/registry.js';
+import { startShim, startSupervisedShim, type Shim } from '../harness/shim.js';
+import { writeTree } from '../harness/tree.js';
+
+const busybox = inject('busyboxRef');
+const buildkitAddr = inject('buildkitAddr');
+let work: string;
+
+beforeAll(async () => {
+  work = await fsp.mkdtemp(path.join(os.tmpdir(), 'daemon-'));
+});
+afterAll(async () => {
+  if (work) await fsp.rm(work, { recursive: true, force: true });
+});
+
+async function ctx(name: string, dockerfile: string): Promise<string> {
+  const dir = path.join(work, name);
+  await writeTree(dir, [{ path: 'Dockerfile', content: dockerfile }, { path: 'f', content: name }]);
+  return dir;
+}
+
+function build(shim: Shim, dir: string, extra: string[] = []) {
+  return runCli(['build', '--builder', shim.addr, '--exports-dir', shim.exportsDir, '--state-dir', path.join(work, 'state'), '-o', `type=local,dest=${path.join(work, `out-${path.basename(dir)}-${Date.now()}`)}`, ...extra, dir]);
+}
+
+const childBuildkitd = (shimPid: number): number | undefined => {
+  try {
+    return Number(execFileSync('pgrep', ['-P', String(shimPid), 'buildkitd']).toString().trim().split('\n')[0]);
+  } catch {
+    return undefined;
+  }
+};
+
+async function until<T>(f: () => Promise<T | undefined> | T | undefined, ms: number): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+describe('buildkitd supervision', () => {
+  it('a buildkitd killed mid-build fails that build clearly, is restarted, and the next build succeeds', async () => {
+    const shim = await startSupervisedShim();
+    try {
+      const first = await build(shim, await ctx('sup-first', 'FROM scratch\nCOPY f /f\n'));
+      expect(first.code, `${first.stderr}\n${shim.logs()}`).toBe(0);
+      const pid = await until(() => childBuildkitd(shim.svc.pid), 10_000);
+      const slow = build(shim, await ctx('sup-slow', `FROM ${busybox}\nRUN echo started && sleep 60\n`));
+      await until(() => (shim.logs().includes('"dir":"context"') ? true : undefined), 30_000);
+      await new Promise((r) => setTimeout(r, 1500));
+      process.kill(pid, 'SIGKILL');
+      const failed = await slow;
+      expect(failed.code).toBe(1);
+      expect(failed.stderr).toContain('buildkitd exited');
+      expect((await runCli(['info', '--builder', shim.addr])).code).toBe(0);
+      const next = await until(async () => {
+        const r = await build(shim, await ctx(`sup-next-${Date.now()}`, 'FROM scratch\nCOPY f /f\n'));
+        return r.code === 0 ? r : undefined;
+      }, 90_000);
+      expect(next.code).toBe(0);
+      expect(childBuildkitd(shim.svc.pid)).not.toBe(pid);
+    } finally {
+      await shim.stop();
+    }
+  });
+
+  it('a build while buildkitd is unreachable gets UNAVAILABLE with a message, not a hang', async () => {
+    const shim = await startShim(`unix://${path.join(work, 'no-buildkitd.sock')}`);
+    try {
+      const res = await build(shim, await ctx('unreachable', 'FROM scratch\nCOPY f /f\n'));
+      expect(res.code).toBe(1);
+      expect(res.stderr).toMatch(/buildkitd at unix:\/\/.*no-buildkitd\.sock is not answering/);
+    } finally {
+      await shim.stop();
+    }
+  });
+});
+
+describe('listeners and shutdown', () => {
+  it('serves on tcp and on a 0600 unix socket at once', async () => {
+    const port = await freePort();
+    const shim = await startShim(buildkitAddr, ['--listen', `tcp://127.0.0.1:${port}`]);
+    try {
+      expect((await fsp.stat(shim.addr.slice('unix://'.length))).mode & 0o777).toBe(0o600);
+      const info = await runCli(['info', '--builder', `tcp://127.0.0.1:${port}`]);
+      expect(info.code, info.stderr).toBe(0);
+      const res = await runCli(['build', '--builder', `tcp://127.0.0.1:${port}`, '--exports-dir', shim.exportsDir, '-o', `type=local,dest=${path.join(work, 'tcp-out')}`, await ctx('tcp', 'FROM scratch\nCOPY f /f\n')]);
+      expect(res.code, res.stderr).toBe(0);
+    } finally {
+      await shim.stop();
+    }
+  });
+
+  it('SIGTERM during a build ends within the grace period and leaves no socket behind', async () => {
+    const shim = await startShim(buildkitAddr, ['--shutdown-grace', '2']);
+    const slow = build(shim, await ctx('term', `FROM ${busybox}\nRUN sleep 60\n`));
+    await until(() => (shim.logs().includes('"dir":"context"') ? true : undefined), 30_000);
+    const t0 = Date.now();
+    process.kill(shim.svc.pid, 'SIGTERM');
+    const exit = await shim.svc.exited;
+    expect(Date.now() - t0).toBeLessThan(8_000);
+    expect(exit.code).toBe(0);
+    const res = await slow;
+    expect(res.code).not.toBe(0);
+    await expect(fsp.stat(shim.addr.slice('unix://'.length))).rejects.toThrow();
+    await shim.stop();
+  });
+});
