@@ -1,6 +1,7 @@
 // The daemon: buildkitd supervision (killed mid-build, restarted), a buildkitd that is not
 // there, listeners, and SIGTERM during a build.
 import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -88,10 +89,13 @@ describe('buildkitd supervision', () => {
 });
 
 describe('listeners and shutdown', () => {
-  it('serves on tcp and on a 0600 unix socket at once', async () => {
+  it('serves on tcp, vsock and a 0600 unix socket at once', async () => {
     const port = await freePort();
-    const shim = await startShim(buildkitAddr, ['--listen', `tcp://127.0.0.1:${port}`]);
+    const vport = 20_000 + Math.floor(Math.random() * 40_000);
+    const shim = await startShim(buildkitAddr, ['--listen', `tcp://127.0.0.1:${port}`, '--listen', `vsock://:${vport}`]);
     try {
+      const addon = createRequire(import.meta.url)('../../build/native/vsock.node') as { listen(p: number): number };
+      expect(() => addon.listen(vport)).toThrow(expect.objectContaining({ code: 'EADDRINUSE' }));
       expect((await fsp.stat(shim.addr.slice('unix://'.length))).mode & 0o777).toBe(0o600);
       const info = await runCli(['info', '--builder', `tcp://127.0.0.1:${port}`]);
       expect(info.code, info.stderr).toBe(0);
