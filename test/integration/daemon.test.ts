@@ -121,3 +121,23 @@ describe('listeners and shutdown', () => {
     await shim.stop();
   });
 });
+
+describe('passthrough proxy', () => {
+  it('lets buildctl build a Dockerfile through builder-shim proxy', async () => {
+    const { startService, stopService, waitReady } = await import('../harness/proc.js');
+    const { cliPath } = await import('../harness/shim.js');
+    const { buildctlBuild } = await import('../harness/buildctl.js');
+    const sock = path.join(work, 'proxy.sock');
+    const svc = startService(process.execPath, [cliPath, 'proxy', '--listen', `unix://${sock}`, '--to', buildkitAddr]);
+    try {
+      await waitReady('builder-shim proxy', svc, async () => (await fsp.stat(sock).then(() => true, () => false)), 10_000);
+      const dir = await ctx('via-proxy', 'FROM scratch\nCOPY f /f\n');
+      const dest = path.join(work, 'proxy-out');
+      await buildctlBuild({ addr: `unix://${sock}`, context: dir, output: `type=local,dest=${dest}` });
+      expect(await fsp.readFile(path.join(dest, 'f'), 'utf8')).toBe('via-proxy');
+    } finally {
+      await stopService(svc);
+    }
+    await expect(fsp.stat(sock)).rejects.toThrow();
+  });
+});
