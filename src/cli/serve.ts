@@ -22,6 +22,7 @@ export const serveUsage = `usage: builder-shim serve --listen ADDR [--listen ADD
   --cache-dir       the build-context cache
   --buildkitd PATH  start and supervise buildkitd (listening on --buildkit-addr), restarting it when it exits
   --buildkitd-arg A extra argument for buildkitd (repeatable)
+  --stop-with-pid P shut down when process P exits (entrypoint.sh: buildkitd as PID 1)
   --shutdown-grace S on SIGTERM, seconds to let running builds finish before cancelling them (default 30)
   --cache-max-size  upper bound of the context cache (default 20G); least recently used entries go first`;
 
@@ -38,6 +39,7 @@ export async function serve(argv: string[]): Promise<number> {
       buildkitd: { type: 'string' },
       'buildkitd-arg': { type: 'string', multiple: true },
       'shutdown-grace': { type: 'string', default: '30' },
+      'stop-with-pid': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -76,12 +78,25 @@ export async function serve(argv: string[]): Promise<number> {
   if (supervisor) void supervisor.start().catch((err) => log.error({ err: String(err) }, 'buildkitd did not start'));
 
   await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      log.info({ signal: sig }, 'shutting down');
+    const stop = (why: string) => {
+      log.info({ reason: why }, 'shutting down');
       resolve();
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+    // entrypoint.sh: follow buildkitd (PID 1 in the image) when it goes away.
+    const watched = values['stop-with-pid'] ? Number(values['stop-with-pid']) : undefined;
+    if (watched) {
+      const timer = setInterval(() => {
+        try {
+          process.kill(watched, 0);
+        } catch {
+          clearInterval(timer);
+          stop(`process ${watched} exited`);
+        }
+      }, 500);
+      timer.unref();
+    }
   });
   // Stop accepting, let running builds finish within the grace period, then cancel them.
   const closing = server.close();
