@@ -8,11 +8,13 @@ import { ContextError } from '../host/context-select.js';
 import { parseCsvFields } from '../shim/csv.js';
 import { UsageError } from './usage.js';
 import { HostImages } from '../host/images.js';
+import { LocalBuilder } from '../host/local-builder.js';
 import { USER_AGENT, defaultStateDir } from './state.js';
 
-export const buildUsage = `usage: builder-shim build --builder ADDR --exports-dir DIR [options] CONTEXT
+export const buildUsage = `usage: builder-shim build [--builder ADDR --exports-dir DIR] [options] CONTEXT
 
   --builder ADDR        the shim's Builder API: unix:///path or tcp://host:port
+                        (default: the local builder, started when it is not running)
   --exports-dir DIR     the directory the shim writes results into (shared with it)
   -f, --file FILE       Dockerfile (default CONTEXT/Dockerfile, then CONTEXT/Containerfile; - for stdin)
   -t, --tag NAME        image name (repeatable)
@@ -174,8 +176,21 @@ export async function build(argv: string[]): Promise<number> {
   }
   if (positionals.length > 1) throw new UsageError('build takes one CONTEXT argument', buildUsage);
   const contextDir = positionals[0] ?? '.';
-  if (!values.builder) throw new UsageError('--builder is required (a local builder is not started yet)', buildUsage);
-  if (!values['exports-dir']) throw new UsageError('--exports-dir is required with --builder', buildUsage);
+  const stateDir = path.resolve(values['state-dir'] ?? defaultStateDir());
+  let builderAddr = values.builder;
+  let exportsDir = values['exports-dir'];
+  if (!builderAddr) {
+    // No --builder: the local builder, started if it is not running (and left running).
+    const local = new LocalBuilder(stateDir);
+    const st = await local.status();
+    if (st.state !== 'running') {
+      if (values.progress !== 'quiet' && !values.quiet) process.stderr.write('[host] starting the local builder\n');
+      await local.start(st.config ?? {});
+    }
+    builderAddr = local.address;
+    exportsDir = local.exportsDir;
+  }
+  if (!exportsDir) throw new UsageError('--exports-dir is required with --builder', buildUsage);
   const progress = values.quiet ? 'quiet' : values.progress;
   if (progress !== 'plain' && progress !== 'tty' && progress !== 'quiet') {
     throw new UsageError(`invalid --progress ${JSON.stringify(progress)}: plain, tty or quiet`, buildUsage);
@@ -185,7 +200,7 @@ export async function build(argv: string[]): Promise<number> {
   const df = await readDockerfile(values.file, contextDir);
   const outputs = (values.output ?? ['type=oci']).map(parseOutputFlag);
   const images = await HostImages.open({
-    storeDir: path.join(values['state-dir'] ?? defaultStateDir(), 'images'),
+    storeDir: path.join(stateDir, 'images'),
     pull: values.pull,
     insecureRegistries: values['insecure-registry'] ?? [],
     userAgent: USER_AGENT,
@@ -193,18 +208,18 @@ export async function build(argv: string[]): Promise<number> {
       if (progress !== 'quiet') process.stderr.write(`[host] ${source === 'local' ? 'using local' : 'pulled'} ${ref} (${platform})\n`);
     },
   });
-  const client = connectBuilder(values.builder);
+  const client = connectBuilder(builderAddr);
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
     await probeBuilder(client).catch((err) => {
-      throw new BuildFailed(`builder at ${values.builder} is not answering: ${(err as Error).message}`, 14);
+      throw new BuildFailed(`builder at ${builderAddr} is not answering: ${(err as Error).message}`, 14);
     });
     const res = await runHostBuild(client, {
-      builder: values.builder,
-      exportsDir: path.resolve(values['exports-dir']),
+      builder: builderAddr,
+      exportsDir: path.resolve(exportsDir),
       contextDir,
       dockerfile: df.data,
       ...(df.ignore ? { dockerignore: df.ignore } : {}),

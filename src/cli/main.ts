@@ -4,6 +4,7 @@ import { build } from './build.js';
 import { info } from './info.js';
 import { images } from './images.js';
 import { proxy } from './proxy.js';
+import { builder } from './builder.js';
 import { serve } from './serve.js';
 import { UsageError } from './usage.js';
 import { BuildFailed } from '../host/build-client.js';
@@ -15,11 +16,12 @@ commands:
   build    build a Dockerfile through a shim (the host half of the protocol)
   info     check that a shim answers
   images   list the host's image store
+  builder  start, stop, inspect or delete the local builder (buildkitd + shim)
   proxy    relay raw bytes to buildkitd (buildctl, docker buildx --driver remote)
 
 Run 'builder-shim <command> --help' for a command's options.`;
 
-const commands: Record<string, (argv: string[]) => Promise<number>> = { serve, build, info, images, proxy };
+const commands: Record<string, (argv: string[]) => Promise<number>> = { serve, build, info, images, proxy, builder };
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
