@@ -9,6 +9,7 @@ import { BuildkitdSupervisor, externalBuildkit } from '../shim/buildkitd.js';
 import { listenOn, parseListenAddr } from '../shim/listen.js';
 import { createLogger, type Level } from '../shim/log.js';
 import { nativePlatform } from '../shim/platform.js';
+import { Metrics } from '../shim/metrics.js';
 import { UsageError } from './usage.js';
 import { parseSize } from './size.js';
 
@@ -22,6 +23,7 @@ export const serveUsage = `usage: builder-shim serve --listen ADDR [--listen ADD
   --cache-dir       the build-context cache
   --buildkitd PATH  start and supervise buildkitd (listening on --buildkit-addr), restarting it when it exits
   --buildkitd-arg A extra argument for buildkitd (repeatable)
+  --debug-addr H:P  serve Prometheus metrics on http://H:P/metrics (off by default)
   --stop-with-pid P shut down when process P exits (entrypoint.sh: buildkitd as PID 1)
   --shutdown-grace S on SIGTERM, seconds to let running builds finish before cancelling them (default 30)
   --cache-max-size  upper bound of the context cache (default 20G); least recently used entries go first`;
@@ -40,6 +42,7 @@ export async function serve(argv: string[]): Promise<number> {
       'buildkitd-arg': { type: 'string', multiple: true },
       'shutdown-grace': { type: 'string', default: '30' },
       'stop-with-pid': { type: 'string' },
+      'debug-addr': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -72,7 +75,15 @@ export async function serve(argv: string[]): Promise<number> {
   if (!Number.isFinite(grace) || grace < 0) throw new UsageError(`invalid --shutdown-grace ${values['shutdown-grace']}`, serveUsage);
   const server = new RpcServer();
   server.onError = (err, method) => log.error({ err: String((err as Error)?.stack ?? err), method }, 'call failed');
-  registerBuilder(server, { control, buildkit, exportsDir, cache, defaultPlatform: nativePlatform(), log });
+  const metrics = new Metrics();
+  metrics.cacheBytes = () => cache.size();
+  let closeMetrics: (() => void) | undefined;
+  if (values['debug-addr']) {
+    const m = /^(?:tcp:\/\/)?([^:]+|\[[^\]]+\]):(\d+)$/.exec(values['debug-addr']);
+    if (!m) throw new UsageError(`invalid --debug-addr ${values['debug-addr']}: host:port`, serveUsage);
+    closeMetrics = await metrics.serve(m[1]!.replace(/^\[|\]$/g, ''), Number(m[2]));
+  }
+  registerBuilder(server, { control, buildkit, exportsDir, cache, defaultPlatform: nativePlatform(), log, metrics });
   for (const l of listens) await listenOn(server, l);
   log.info({ listen: values.listen, buildkit: buildkitAddr }, 'serving');
   if (supervisor) void supervisor.start().catch((err) => log.error({ err: String(err) }, 'buildkitd did not start'));
@@ -106,6 +117,7 @@ export async function serve(argv: string[]): Promise<number> {
   server.destroy();
   await Promise.race([closing, new Promise((r) => setTimeout(r, 2_000).unref())]);
   await supervisor?.stop();
+  closeMetrics?.();
   control.close();
   for (const l of listens) if (l.kind === 'unix') await fsp.rm(l.path, { force: true });
   return 0;

@@ -31,6 +31,7 @@ import { ProgressPump } from './progress-pump.js';
 import { callSolve, followStatus } from './control.js';
 import type { Logger } from './log.js';
 import type { BuildkitHealth } from './buildkitd.js';
+import type { Metrics } from './metrics.js';
 
 export interface BuildEnv {
   control: ControlClient;
@@ -39,6 +40,7 @@ export interface BuildEnv {
   cache: ContextCache;
   defaultPlatform: string;
   log: Logger;
+  metrics?: Metrics;
 }
 
 export const DOCKERFILE_NAME = 'Dockerfile';
@@ -220,6 +222,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
     lost.removeEventListener('abort', onLost);
     session.close();
     channel.close(new ShimError(Code.CANCELLED, 'build-over', 'build finished'));
+    if (env.metrics) env.metrics.bytesReceived += channel.bytesIn;
     void reading;
     if (!ok) {
       // Never leave a half-written result for the host to pick up.

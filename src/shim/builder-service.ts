@@ -9,5 +9,19 @@ export function registerBuilder(server: RpcServer, env: BuildEnv): void {
   server.unary(BuilderService.createBuild, async () => {
     throw new ShimError(Code.UNIMPLEMENTED, 'create-build', 'CreateBuild is not implemented: use PerformBuild');
   });
-  server.stream(BuilderService.performBuild, (call) => performBuild(env, call));
+  server.stream(BuilderService.performBuild, async (call) => {
+    const m = env.metrics;
+    if (m) {
+      m.builds++;
+      m.active++;
+    }
+    try {
+      await performBuild(env, call);
+    } catch (err) {
+      if (m) m.failures++;
+      throw err;
+    } finally {
+      if (m) m.active--;
+    }
+  });
 }

@@ -92,7 +92,8 @@ describe('listeners and shutdown', () => {
   it('serves on tcp, vsock and a 0600 unix socket at once', async () => {
     const port = await freePort();
     const vport = 20_000 + Math.floor(Math.random() * 40_000);
-    const shim = await startShim(buildkitAddr, ['--listen', `tcp://127.0.0.1:${port}`, '--listen', `vsock://:${vport}`]);
+    const mport = await freePort();
+    const shim = await startShim(buildkitAddr, ['--listen', `tcp://127.0.0.1:${port}`, '--listen', `vsock://:${vport}`, '--debug-addr', `127.0.0.1:${mport}`]);
     try {
       const addon = createRequire(import.meta.url)('../../build/native/vsock.node') as { listen(p: number): number };
       expect(() => addon.listen(vport)).toThrow(expect.objectContaining({ code: 'EADDRINUSE' }));
@@ -101,6 +102,10 @@ describe('listeners and shutdown', () => {
       expect(info.code, info.stderr).toBe(0);
       const res = await runCli(['build', '--builder', `tcp://127.0.0.1:${port}`, '--exports-dir', shim.exportsDir, '-o', `type=local,dest=${path.join(work, 'tcp-out')}`, await ctx('tcp', 'FROM scratch\nCOPY f /f\n')]);
       expect(res.code, res.stderr).toBe(0);
+      const metrics = await (await fetch(`http://127.0.0.1:${mport}/metrics`)).text();
+      expect(metrics).toMatch(/^builder_shim_builds_total 1$/m);
+      expect(metrics).toMatch(/^builder_shim_build_failures_total 0$/m);
+      expect(Number(/^builder_shim_host_bytes_received_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThan(0);
     } finally {
       await shim.stop();
     }
