@@ -242,6 +242,9 @@ export async function build(argv: string[]): Promise<number> {
     // As apple's host: the paths written, and the tags of an image output.
     for (const w of res.written) process.stdout.write(`${w}\n`);
     for (const name of res.loaded) process.stdout.write(`${name}\n`);
+    if (process.env.BUILDER_SHIM_REPORT_BYTES) {
+      process.stderr.write(`bytes sent to the builder: ${res.contextBytes + images.bytesServed}\n`);
+    }
     return 0;
   } catch (err) {
     if (err instanceof ContextError) throw new UsageError(err.message);

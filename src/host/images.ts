@@ -21,6 +21,9 @@ export interface HostImagesOptions {
 }
 
 export class HostImages {
+  /** Bytes of image content sent to shims. */
+  bytesServed = 0;
+
   private constructor(
     readonly store: ImageStore,
     private readonly client: RegistryClient,
@@ -91,6 +94,7 @@ export class HostImages {
         if (offset === 0 && length === 0) return [{}, { size: String(info.size) }];
         const want = Math.min(length === 0 ? info.size - offset : length, MAX_READ, info.size - offset);
         const data = await this.store.openBlob(digest, offset, want);
+        this.bytesServed += data.length;
         return [{ data }, { size: String(data.length) }];
       }
       throw new Error(`unsupported content-store method ${method}`);

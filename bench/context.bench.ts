@@ -1,0 +1,148 @@
+// Benchmarks: builder-shim against BuildKit's own client (buildctl) on the same work, in
+// the same run, on the same buildkitd. Not a test: nothing here asserts a time. Run with
+// `npm run bench`; it prints one row per case and writes bench/results/latest.md.
+//
+// Cases: (a) one 1 GiB file cold, (b) 20 000 files / ~80 MB cold, (c) (b) unchanged,
+// rebuilt, (d) (b) with one file changed, (e) FROM an image with a 300 MB layer (ours:
+// through the host and the session content store; buildctl: buildkitd pulls it from the
+// registry), (f) a RUN printing 50 000 lines (the progress path).
+import { execFile } from 'node:child_process';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, inject, it } from 'vitest';
+import { requireBinary } from '../test/harness/deps.js';
+import { runCli } from '../test/harness/cli.js';
+import { seedBigLayer } from '../test/harness/seed.js';
+import { startShim, type Shim } from '../test/harness/shim.js';
+import { writeTree } from '../test/harness/tree.js';
+
+const execFileP = promisify(execFile);
+const buildkitAddr = inject('buildkitAddr');
+const busybox = inject('busyboxRef');
+const registryHost = inject('registryHost');
+let shim: Shim;
+let work: string;
+const rows: string[][] = [];
+
+interface Run {
+  ms: number;
+  bytes?: number;
+  rssMb?: number;
+}
+
+async function resetPeak(pid: number) {
+  await fsp.writeFile(`/proc/${pid}/clear_refs`, '5').catch(() => {});
+}
+async function peakMb(pid: number): Promise<number> {
+  const s = await fsp.readFile(`/proc/${pid}/status`, 'utf8');
+  return Math.round(Number(/VmHWM:\s+(\d+)/.exec(s)?.[1]) / 1024);
+}
+
+async function ours(ctx: string, extra: string[] = []): Promise<Run> {
+  await resetPeak(shim.svc.pid);
+  const out = path.join(work, `o-${Date.now()}`);
+  const t0 = performance.now();
+  const res = await runCli(['build', '--builder', shim.addr, '--exports-dir', shim.exportsDir, '--state-dir', path.join(work, 'state'), '-q', '-o', `type=local,dest=${out}`, ...extra, ctx], {
+    env: { ...process.env, BUILDER_SHIM_REPORT_BYTES: '1' },
+  });
+  const ms = performance.now() - t0;
+  if (res.code !== 0) throw new Error(`builder-shim build failed: ${res.stderr}`);
+  await fsp.rm(out, { recursive: true, force: true });
+  const bytes = Number(/bytes sent to the builder: (\d+)/.exec(res.stderr)?.[1] ?? NaN);
+  return { ms, bytes, rssMb: await peakMb(shim.svc.pid) };
+}
+
+async function theirs(ctx: string, dockerfileDir = ctx): Promise<Run> {
+  const out = path.join(work, `b-${Date.now()}`);
+  const t0 = performance.now();
+  await execFileP(requireBinary('buildctl'), ['--addr', buildkitAddr, 'build', '--frontend', 'dockerfile.v0', '--local', `context=${ctx}`, '--local', `dockerfile=${dockerfileDir}`, '--output', `type=local,dest=${out}`], { maxBuffer: 256 << 20 });
+  const ms = performance.now() - t0;
+  await fsp.rm(out, { recursive: true, force: true });
+  return { ms };
+}
+
+function row(name: string, a: Run, b: Run, contextBytes?: number) {
+  const pct = a.bytes !== undefined && contextBytes ? ` (${((a.bytes / contextBytes) * 100).toFixed(1)} % of the context)` : '';
+  rows.push([name, `${(a.ms / 1000).toFixed(2)} s`, `${(b.ms / 1000).toFixed(2)} s`, `${(a.ms / b.ms).toFixed(2)}×`, a.bytes === undefined || Number.isNaN(a.bytes) ? '-' : `${a.bytes}${pct}`, a.rssMb === undefined ? '-' : `${a.rssMb} MB`]);
+}
+
+beforeAll(async () => {
+  work = await fsp.mkdtemp(path.join(os.tmpdir(), 'bench-'));
+  shim = await startShim(buildkitAddr);
+});
+
+afterAll(async () => {
+  await shim?.stop();
+  await fsp.rm(work, { recursive: true, force: true });
+  const header = ['case', 'builder-shim', 'buildctl', 'ratio', 'bytes over the Builder API', 'shim peak RSS'];
+  const table = [header, header.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
+  process.stdout.write(`\n${table}\n`);
+  await fsp.mkdir(path.join('bench', 'results'), { recursive: true });
+  await fsp.writeFile(path.join('bench', 'results', 'latest.md'), `${new Date().toISOString()} ${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.cpus()[0]?.model}\n\n${table}\n`);
+});
+
+describe('builder-shim vs buildctl', () => {
+  it('(a) one 1 GiB file, cold', async () => {
+    const ctx = path.join(work, 'a');
+    await fsp.mkdir(ctx);
+    const fh = await fsp.open(path.join(ctx, 'big.bin'), 'w');
+    for (let i = 0; i < 1024; i++) {
+      const b = Buffer.alloc(1 << 20, i & 0xff);
+      b.writeUInt32LE(i, 0);
+      await fh.write(b);
+    }
+    await fh.close();
+    await writeTree(ctx, [{ path: 'Dockerfile', content: 'FROM scratch\nCOPY big.bin /\n' }]);
+    const b = await theirs(ctx);
+    await fsp.utimes(path.join(ctx, 'big.bin'), new Date(), new Date()); // a different context for buildkitd's cache
+    const a = await ours(ctx, ['--no-cache']);
+    row('(a) 1 GiB file, cold', a, b, 1 << 30);
+  });
+
+  const many = async (name: string) => {
+    const ctx = path.join(work, name);
+    const files = Array.from({ length: 20_000 }, (_, i) => ({ path: `src/d${i % 100}/f${i}.txt`, content: `${name} file ${i} `.repeat(256).slice(0, 4000) }));
+    await writeTree(ctx, [{ path: 'Dockerfile', content: 'FROM scratch\nCOPY . /app/\n' }, ...files]);
+    return ctx;
+  };
+
+  it('(b, c, d) 20 000 files: cold, unchanged, one file changed', async () => {
+    const ctxOurs = await many('ours20k');
+    const ctxTheirs = await many('theirs20k');
+    const size = 20_000 * 4000;
+    const bCold = await theirs(ctxTheirs);
+    const aCold = await ours(ctxOurs);
+    row('(b) 20 000 files / 80 MB, cold', aCold, bCold, size);
+    const bWarm = await theirs(ctxTheirs);
+    const aWarm = await ours(ctxOurs);
+    row('(c) (b) unchanged, rebuilt', aWarm, bWarm, size);
+    await fsp.writeFile(path.join(ctxTheirs, 'src/d7/f7.txt'), 'changed');
+    await fsp.writeFile(path.join(ctxOurs, 'src/d7/f7.txt'), 'changed');
+    const bOne = await theirs(ctxTheirs);
+    const aOne = await ours(ctxOurs);
+    row('(d) (b) with one file changed', aOne, bOne, size);
+  });
+
+  it('(e) FROM an image with a 300 MB layer', async () => {
+    const ref = await seedBigLayer({ host: registryHost } as never, 'bench/big:1', 300 << 20);
+    const ctx = path.join(work, 'e');
+    await writeTree(ctx, [{ path: 'Dockerfile', content: `FROM ${ref}\nCOPY f /f\n` }, { path: 'f', content: 'e' }]);
+    const b = await theirs(ctx);
+    const ctx2 = path.join(work, 'e2');
+    await writeTree(ctx2, [{ path: 'Dockerfile', content: `FROM ${ref}\nCOPY f /f\n` }, { path: 'f', content: 'e2' }]);
+    // buildkitd now holds the layer; prune so ours is cold too
+    await execFileP(requireBinary('buildctl'), ['--addr', buildkitAddr, 'prune', '--all']);
+    const a = await ours(ctx2);
+    row('(e) FROM image with a 300 MB layer', a, b);
+  });
+
+  it('(f) a RUN printing 50 000 lines', async () => {
+    const ctx = path.join(work, 'f');
+    await writeTree(ctx, [{ path: 'Dockerfile', content: `FROM ${busybox}\nARG N\nRUN for i in $(seq 1 50000); do echo "line $i of the progress path"; done\n` }]);
+    const b = await theirs(ctx);
+    const a = await ours(ctx, ['--no-cache', '--build-arg', 'N=2']);
+    row('(f) RUN printing 50 000 lines', a, b);
+  });
+});
