@@ -147,3 +147,13 @@ describe('status messages', () => {
     expect(encodeGrpcMessage('x'.repeat(20000)).length).toBeLessThanOrEqual(8 << 10);
   });
 });
+
+describe('cache specs', () => {
+  it('parses buildctl syntax, takes a bare value as a registry ref, and refuses local caches clearly', async () => {
+    const { parseCacheSpec } = await import('../../src/shim/build-options.js');
+    expect(parseCacheSpec('type=registry,ref=r/c:1,mode=max', 'cache-out')).toEqual({ type: 'registry', attrs: { ref: 'r/c:1', mode: 'max' } });
+    expect(parseCacheSpec('r/c:1', 'cache-in')).toEqual({ type: 'registry', attrs: { ref: 'r/c:1' } });
+    expect(() => parseCacheSpec('type=local,src=/x', 'cache-in')).toThrow(/type=local caches need a writable session content store/);
+    expect(() => parseCacheSpec('mode=max', 'cache-out')).toThrow(/type is required/);
+  });
+});
