@@ -24,10 +24,24 @@ export interface SplitHeaders {
   streamed: Array<[string, string]>;
 }
 
+/** Header blocks above this size move repeated keys to the stream as well. */
+export const MAX_HEADER_BLOCK = 48 << 10;
+
+/** Keys that must stay real headers (routing, and what apple's shim needs first). */
+const PINNED = new Set(['build-id', 'dockerfile', 'context', 'progress', 'target', 'tag']);
+
 export function splitHeaders(all: ReadonlyArray<[string, string]>): SplitHeaders {
-  const headers: Array<[string, string]> = [];
+  let headers: Array<[string, string]> = [];
   const streamed: Array<[string, string]> = [];
   for (const kv of all) (kv[1].length > STREAM_THRESHOLD ? streamed : headers).push(kv);
+  const size = (list: Array<[string, string]>) => list.reduce((n, [k, v]) => n + k.length + v.length + 32, 0);
+  if (size(headers) > MAX_HEADER_BLOCK) {
+    // Many values (thousands of build args, say): move every value of the repeatable keys,
+    // so each key's values keep their order (streamed values come after header ones).
+    const moved = headers.filter(([k]) => !PINNED.has(k));
+    headers = headers.filter(([k]) => PINNED.has(k));
+    streamed.unshift(...moved);
+  }
   if (streamed.length) headers.push([STREAMED_HEADERS, String(streamed.length)]);
   return { headers, streamed };
 }

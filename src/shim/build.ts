@@ -111,7 +111,7 @@ async function withStreamedHeaders(md: Metadata, channel: HostChannel): Promise<
   const announced = md.get(STREAMED_HEADERS)?.[0];
   if (announced === undefined) return md;
   const count = Number(announced);
-  if (!Number.isSafeInteger(count) || count < 0 || count > 10_000) {
+  if (!Number.isSafeInteger(count) || count < 0 || count > 100_000) {
     throw new ShimError(Code.INVALID_ARGUMENT, 'streamed-headers', `invalid ${STREAMED_HEADERS} header ${JSON.stringify(announced)}`);
   }
   const merged = new Map<string, string[]>([...md].map(([k, v]) => [k, [...v]]));
