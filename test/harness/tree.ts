@@ -70,3 +70,20 @@ export async function writeTree(root: string, entries: FixtureEntry[]): Promise<
   }
   for (const [abs, mode] of modes.reverse()) fs.chmodSync(abs, mode);
 }
+
+/** Every entry of a tar file, by name (for OCI layout tarballs and tar outputs). */
+export async function readTarFile(file: string): Promise<Map<string, Buffer>> {
+  const tarStream = (await import('tar-stream')).default;
+  const files = new Map<string, Buffer>();
+  const extract = tarStream.extract();
+  const reading = (async () => {
+    for await (const entry of extract) {
+      const chunks: Buffer[] = [];
+      for await (const c of entry) chunks.push(c as Buffer);
+      files.set(entry.header.name, Buffer.concat(chunks));
+    }
+  })();
+  (await fsp.open(file)).createReadStream().pipe(extract);
+  await reading;
+  return files;
+}

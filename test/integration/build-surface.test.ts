@@ -6,12 +6,11 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Metadata, credentials, status, type ServiceError } from '@grpc/grpc-js';
-import tarStream from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BuilderClient } from '../../src/gen/com/apple/container/build/v1/builder.js';
 import { runCli } from '../harness/cli.js';
 import { startShim, type Shim } from '../harness/shim.js';
-import { writeTree, type FixtureEntry } from '../harness/tree.js';
+import { readTarFile, writeTree, type FixtureEntry } from '../harness/tree.js';
 
 const buildkitAddr = inject('buildkitAddr');
 const busybox = inject('busyboxRef');
@@ -48,20 +47,7 @@ async function out(): Promise<string> {
   return path.join(work, `out-${n++}`);
 }
 
-async function readOciTar(file: string): Promise<Map<string, Buffer>> {
-  const files = new Map<string, Buffer>();
-  const extract = tarStream.extract();
-  const reading = (async () => {
-    for await (const entry of extract) {
-      const chunks: Buffer[] = [];
-      for await (const c of entry) chunks.push(c as Buffer);
-      files.set(entry.header.name, Buffer.concat(chunks));
-    }
-  })();
-  (await fsp.open(file)).createReadStream().pipe(extract);
-  await reading;
-  return files;
-}
+const readOciTar = readTarFile;
 
 const json = (files: Map<string, Buffer>, digest: string) => JSON.parse(files.get(`blobs/${digest.replace(':', '/')}`)!.toString()) as Record<string, any>;
 

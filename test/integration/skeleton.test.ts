@@ -6,13 +6,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Metadata, credentials, status } from '@grpc/grpc-js';
-import tarStream from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BuilderClient } from '../../src/gen/com/apple/container/build/v1/builder.js';
 import { buildctlBuild } from '../harness/buildctl.js';
 import { runCli } from '../harness/cli.js';
 import { startShim, type Shim } from '../harness/shim.js';
-import { snapshotTree, writeTree, type FixtureEntry } from '../harness/tree.js';
+import { readTarFile, snapshotTree, writeTree, type FixtureEntry } from '../harness/tree.js';
 
 let shim: Shim;
 let work: string;
@@ -77,17 +76,7 @@ describe('walking skeleton', () => {
     const dest = path.join(work, 'image.tar');
     const res = await build(['-t', 'example.test/skeleton:1', '-o', `type=oci,dest=${dest}`, ctx]);
     expect(res.code, res.stderr).toBe(0);
-    const files = new Map<string, Buffer>();
-    const extract = tarStream.extract();
-    const reading = (async () => {
-      for await (const entry of extract) {
-        const chunks: Buffer[] = [];
-        for await (const c of entry) chunks.push(c as Buffer);
-        files.set(entry.header.name, Buffer.concat(chunks));
-      }
-    })();
-    (await fsp.open(dest)).createReadStream().pipe(extract);
-    await reading;
+    const files = await readTarFile(dest);
     expect(JSON.parse(files.get('oci-layout')!.toString())).toEqual({ imageLayoutVersion: '1.0.0' });
     const blob = (digest: string) => {
       const data = files.get(`blobs/${digest.replace(':', '/')}`);
