@@ -76,6 +76,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  if (process.env.BENCH_SHIM_LOG) await fsp.writeFile(process.env.BENCH_SHIM_LOG, shim?.svc.all.toString() ?? '');
   await shim?.stop();
   await fsp.rm(work, { recursive: true, force: true });
   const header = ['case', 'builder-shim', 'buildctl', 'ratio', 'bytes over the Builder API', 'shim peak RSS'];

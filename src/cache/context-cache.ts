@@ -15,6 +15,8 @@ import type { Readable } from 'node:stream';
 import type { FileStat, TreeSource } from '../fssync/tree.js';
 import type { ExtractedTree } from '../fssync/tar-extract.js';
 import { decodeIndex, encodeIndex } from './index-file.js';
+import { FileStore } from './file-store.js';
+import { ManifestStore } from './manifest-store.js';
 
 export interface CacheEntry extends TreeSource {
   readonly key: string;
@@ -51,6 +53,9 @@ export class ContextCache {
   private readonly slots = new Map<string, Slot>();
   private total = 0;
   readonly maxBytes: number;
+  /** Per-file contents of the incremental transfer (their own bound of `maxBytes`). */
+  readonly files: FileStore;
+  readonly manifests: ManifestStore;
 
   constructor(
     readonly dir: string,
@@ -59,6 +64,8 @@ export class ContextCache {
     this.entriesDir = path.join(dir, 'entries');
     this.tmpDir = path.join(dir, 'tmp');
     this.maxBytes = opts.maxBytes ?? DEFAULT_CACHE_MAX_BYTES;
+    this.files = new FileStore(path.join(dir, 'files'), this.maxBytes);
+    this.manifests = new ManifestStore(path.join(dir, 'manifests'));
   }
 
   /** Creates the directories, removes what an earlier process left half-done, loads sizes. */
@@ -81,6 +88,10 @@ export class ContextCache {
       this.total += f.bytes;
     }
     await this.evict();
+    await this.files.init();
+    await this.manifests.init();
+    // Learning the sizes of what an earlier run stored must not delay serving.
+    void this.files.scan().catch(() => {});
   }
 
   /** A file-system-safe name for a host-chosen hash. */

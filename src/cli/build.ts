@@ -32,7 +32,9 @@ export const buildUsage = `usage: builder-shim build [--builder ADDR --exports-d
   --cache-in SPEC / --cache-out SPEC  buildctl's --import-cache / --export-cache syntax
   --pull                always ask the registry for base images (default: the local store first)
   --insecure-registry H registry host[:port] spoken to over plain HTTP (repeatable; loopback always is)
-  --state-dir DIR       the host's state: image store (default $XDG_STATE_HOME/builder-shim)
+  --state-dir DIR       the host's state: image store, context stat cache (default $XDG_STATE_HOME/builder-shim)
+  --context-transfer M  manifest (default: only changed files cross, when the builder supports it)
+                        or tar (the whole selection every build, as apple's host does)
 
   -o type=oci without dest loads the image into the host's image store under every -t.`;
 
@@ -167,6 +169,7 @@ export async function build(argv: string[]): Promise<number> {
       'cache-out': { type: 'string', multiple: true },
       'insecure-registry': { type: 'string', multiple: true },
       'state-dir': { type: 'string' },
+      'context-transfer': { type: 'string', default: 'manifest' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -191,6 +194,10 @@ export async function build(argv: string[]): Promise<number> {
     exportsDir = local.exportsDir;
   }
   if (!exportsDir) throw new UsageError('--exports-dir is required with --builder', buildUsage);
+  const transfer = values['context-transfer'];
+  if (transfer !== 'manifest' && transfer !== 'tar') {
+    throw new UsageError(`invalid --context-transfer ${JSON.stringify(transfer)}: manifest or tar`, buildUsage);
+  }
   const progress = values.quiet ? 'quiet' : values.progress;
   if (progress !== 'plain' && progress !== 'tty' && progress !== 'quiet') {
     throw new UsageError(`invalid --progress ${JSON.stringify(progress)}: plain, tty or quiet`, buildUsage);
@@ -236,6 +243,7 @@ export async function build(argv: string[]): Promise<number> {
       ssh: sshSpecs(values.ssh ?? []),
       cacheIn: values['cache-in'] ?? [],
       cacheOut: values['cache-out'] ?? [],
+      ...(transfer === 'manifest' ? { contextStateDir: stateDir } : {}),
       signal: abort.signal,
       images,
     });

@@ -4,6 +4,18 @@
  * gives exactly that order for whole paths.
  */
 export function comparePaths(a: string, b: string): number {
+  // ASCII fast path: UTF-16 units equal UTF-8 bytes until the first non-ASCII character.
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x >= 0x80 || y >= 0x80) return compareBytes(a.slice(i), b.slice(i));
+    if (x !== y) return (x === 0x2f ? 0 : x) - (y === 0x2f ? 0 : y);
+  }
+  return a.length - b.length;
+}
+
+function compareBytes(a: string, b: string): number {
   const x = Buffer.from(a, 'utf8');
   const y = Buffer.from(b, 'utf8');
   const n = Math.min(x.length, y.length);

@@ -12,7 +12,8 @@ import { Metadata, credentials, status as GrpcStatus, type ClientDuplexStream, t
 import { BuilderClient, TransferDirection, type ClientStream, type ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
 import { HEADER_STAGE, STREAM_CHUNK, splitHeaders } from '../protocol/streamed-headers.js';
 import { encodeTerminalCommand } from '../protocol/terminal.js';
-import { answerInfo, answerRead, answerWalk, answerWalkJson } from './fssync.js';
+import { ManifestServer, answerInfo, answerRead, answerWalk, answerWalkJson } from './fssync.js';
+import { CONTEXT_TRANSFER_HEADER, MANIFEST_V1 } from '../fssync/manifest.js';
 import { collectOutputs, type HostOutput } from './exports.js';
 import type { HostImages } from './images.js';
 
@@ -36,6 +37,11 @@ export interface HostBuildOptions {
   cacheOut: string[];
   /** The host's images: resolver and content store answers; oci results loaded into it. */
   images: HostImages;
+  /**
+   * Where the incremental transfer keeps its stat cache and sent manifests. Without it the
+   * host offers only apple's tar mode.
+   */
+  contextStateDir?: string;
   /** Where progress goes (stderr by default). */
   progressOut?: (data: Buffer) => void;
   signal?: AbortSignal;
@@ -100,6 +106,7 @@ export function buildHeaders(opts: HostBuildOptions, buildId: string): Array<[st
   }
   for (const c of opts.cacheIn) add('cache-in', c);
   for (const c of opts.cacheOut) add('cache-out', c);
+  if (opts.contextStateDir) add(CONTEXT_TRANSFER_HEADER, MANIFEST_V1);
   return md;
 }
 
@@ -146,6 +153,7 @@ export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions
       process.on('SIGWINCH', winch);
       call.on('close', () => process.off('SIGWINCH', winch));
     }
+    const manifests = opts.contextStateDir ? new ManifestServer(opts.contextDir, opts.contextStateDir) : undefined;
     const handlers = new Set<Promise<void>>();
     let handlerError: unknown;
     const handle = async (msg: ServerStream) => {
@@ -158,9 +166,17 @@ export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions
       if (bt && bt.metadata.stage === 'fssync') {
         switch (bt.metadata.method) {
           case 'Walk':
+            if (bt.metadata.mode === 'manifest' && manifests) {
+              contextBytes += (await manifests.walk(msg.buildId, bt, send)).bytes;
+              return;
+            }
             // apple's host: any mode but "tar" means json
             if (bt.metadata.mode !== 'tar') return answerWalkJson(opts.contextDir, msg.buildId, bt, send);
             contextBytes += (await answerWalk(opts.contextDir, msg.buildId, bt, send)).bytes;
+            return;
+          case 'Fetch':
+            if (!manifests) throw new Error('the shim sent Fetch, but this host did not offer the manifest transfer');
+            contextBytes += (await manifests.fetch(msg.buildId, bt, send)).bytes;
             return;
           case 'Info':
             return answerInfo(opts.contextDir, msg.buildId, bt, send);

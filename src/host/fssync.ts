@@ -9,7 +9,9 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TransferDirection, type BuildTransfer, type ClientStream } from '../gen/com/apple/container/build/v1/builder.js';
 import { decodeFollowPaths } from '../protocol/followpaths.js';
-import { ContextSelector, selectContext, type ContextFile } from './context-select.js';
+import { ContextSelector, normalizePattern, selectContext, type ContextFile } from './context-select.js';
+import { ContextState } from './context-state.js';
+import { diffManifests, encodeManifest, manifestHash, type ManifestRecord } from '../fssync/manifest.js';
 import { END_OF_ARCHIVE, contentPadding, entryHeader, type TarEntry } from './tar-writer.js';
 
 export const CHUNK_SIZE = 4 << 20;
@@ -241,4 +243,118 @@ export async function answerWalkJson(contextDir: string, buildId: string, req: B
     buildId,
     buildTransfer: { ...reply(req, { complete: true, data: Buffer.from(JSON.stringify(infos)) }), metadata: { os: 'linux', stage: 'fssync', mode: 'json' } },
   });
+}
+
+/**
+ * The host's half of the incremental transfer (Walk in mode "manifest", then Fetch; see
+ * README "Incremental context transfer"). One per build: Fetch serves the digests of the
+ * manifests this build sent.
+ */
+const SMALL_KEPT = 256 << 20;
+
+export class ManifestServer {
+  private readonly byDigest = new Map<string, { abs: string; size: number }>();
+  /** Small files read while hashing, kept for the Fetch that usually follows (bounded). */
+  private readonly small = new Map<string, Buffer>();
+  private smallBytes = 0;
+  private state: Promise<ContextState> | undefined;
+
+  constructor(
+    private readonly contextDir: string,
+    private readonly stateDir: string,
+  ) {}
+
+  async walk(buildId: string, req: BuildTransfer, send: Send): Promise<WalkStats> {
+    this.state ??= ContextState.open(this.stateDir, this.contextDir);
+    const state = await this.state;
+    const follow = decodeFollowPaths(req.metadata);
+    const files = await selectContext(this.contextDir, follow);
+    const plan = planEntries(files);
+    const whole = follow.length === 0 || follow.some((p) => normalizePattern(p) === 'all');
+    const digests = await state.digests(
+      plan.filter((p) => p.entry.type === 'file').map((p) => p.f),
+      (d, data) => {
+        if (this.smallBytes + data.length > SMALL_KEPT || this.small.has(d)) return;
+        this.small.set(d, data);
+        this.smallBytes += data.length;
+      },
+    );
+    const records: ManifestRecord[] = plan.map(({ f, entry }) => {
+      const digest = entry.type === 'file' ? digests.get(f.rel)! : '';
+      if (digest) this.byDigest.set(digest, { abs: f.abs, size: Number(entry.size) });
+      return {
+        path: entry.path,
+        type: entry.type === 'file' ? 'f' : entry.type === 'dir' ? 'd' : entry.type === 'symlink' ? 'l' : 'h',
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        size: entry.type === 'file' ? Number(entry.size) : 0,
+        mtimeNs: entry.mtimeNs.toString(),
+        link: entry.linkname,
+        digest,
+      };
+    });
+    const hash = manifestHash(records);
+    const offered = req.metadata.base ?? '';
+    // Unchanged: an empty delta against the shim's own copy. Otherwise a delta when the
+    // manifest the shim offers is one we sent, else the whole manifest.
+    const base = offered === hash ? records : offered ? await state.loadManifest(offered) : undefined;
+    const body = base === records ? Buffer.alloc(0) : base ? diffManifests(base, records) : encodeManifest(records);
+    const metadata = { os: 'linux', stage: 'fssync', mode: 'manifest', hash, base: base ? offered : '' };
+    for (let off = 0; off === 0 || off < body.length; off += CHUNK_SIZE) {
+      const data = body.subarray(off, off + CHUNK_SIZE);
+      await send({ buildId, buildTransfer: { ...reply(req, { data, complete: off + CHUNK_SIZE >= body.length }), metadata } });
+    }
+    await Promise.all([state.saveManifest(hash, records), state.saveStats(whole ? new Set(files.map((f) => f.rel)) : undefined)]);
+    return { files: plan.length, bytes: body.length };
+  }
+
+  /** Sends the contents of the digests in `req.data` (one per line), concatenated in that order. */
+  async fetch(buildId: string, req: BuildTransfer, send: Send): Promise<WalkStats> {
+    const wanted = Buffer.from(req.data).toString('utf8').split('\n').filter(Boolean);
+    const metadata = { os: 'linux', stage: 'fssync', mode: 'manifest' };
+    let bytes = 0;
+    let pending: Buffer[] = [];
+    let pendingLen = 0;
+    const flush = async (complete: boolean) => {
+      const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingLen);
+      pending = [];
+      pendingLen = 0;
+      bytes += data.length;
+      await send({ buildId, buildTransfer: { ...reply(req, { data, complete }), metadata } });
+    };
+    const push = async (b: Buffer) => {
+      for (let off = 0; off < b.length; ) {
+        const n = Math.min(b.length - off, CHUNK_SIZE - pendingLen);
+        pending.push(b.subarray(off, off + n));
+        pendingLen += n;
+        off += n;
+        if (pendingLen === CHUNK_SIZE) await flush(false);
+      }
+    };
+    for (const d of wanted) {
+      const kept = this.small.get(d);
+      if (kept) {
+        await push(kept);
+        continue;
+      }
+      const src = this.byDigest.get(d);
+      if (!src) throw new Error(`the shim asked for content ${JSON.stringify(d.slice(0, 80))}, which no manifest of this build lists`);
+      const fh = await fsp.open(src.abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      try {
+        let left = src.size;
+        while (left > 0) {
+          const buf = Buffer.allocUnsafe(Math.min(left, CHUNK_SIZE - pendingLen || CHUNK_SIZE));
+          const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+          if (bytesRead === 0) throw new Error(`${path.relative(this.contextDir, src.abs)} shrank while it was being sent`);
+          left -= bytesRead;
+          await push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+    await flush(true);
+    return { files: wanted.length, bytes };
+  }
 }

@@ -7,6 +7,7 @@ import { invalidArgument } from '../rpc/errors.js';
 import type { Metadata } from '../rpc/server.js';
 import { parseCsvFields } from './csv.js';
 import { parsePlatform, platformKey } from '../dockerfile/platform.js';
+import { CONTEXT_TRANSFER_HEADER, MANIFEST_V1 } from '../fssync/manifest.js';
 
 export type OutputType = 'oci' | 'tar' | 'local';
 
@@ -27,6 +28,8 @@ export interface BuildOptions {
   noCache: boolean;
   target: string;
   contextPath: string;
+  /** The host can answer Walk in manifest mode (our extension; apple's host never says so). */
+  manifestTransfer: boolean;
   labels: Array<[string, string]>;
   buildArgs: Array<[string, string]>;
   secrets: Map<string, Buffer>;
@@ -163,6 +166,7 @@ export function parseBuildOptions(md: Metadata, defaultPlatform: string): BuildO
     noCache: md.has('no-cache'),
     target: first('target') ?? '',
     contextPath: first('context') ?? '.',
+    manifestTransfer: all(CONTEXT_TRANSFER_HEADER).includes(MANIFEST_V1),
     labels: all('labels').map(splitKeyValue),
     buildArgs: all('build-args').map(splitKeyValue),
     secrets,

@@ -3,7 +3,7 @@
  * by the host stream, run buildkitd's dockerfile.v0 frontend with Control.Solve, relay its
  * progress to the host, and leave the result in <exports>/<build-id>/.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { ClientStream, ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
@@ -22,6 +22,7 @@ import { HostContent } from './host-images.js';
 import { OCI_STORE, resolveBaseImages } from './base-images.js';
 import { memoryTree } from '../fssync/memory-tree.js';
 import { walkFromHost } from '../fssync/host-walk.js';
+import { walkManifest } from '../fssync/manifest-walk.js';
 import { selectEntries } from '../fssync/select.js';
 import { PlainPrinter } from '../progress/plain.js';
 import { TtyPrinter } from '../progress/tty.js';
@@ -157,12 +158,15 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
     }
     if (req.dirName === 'context') {
       const started = Date.now();
-      const entry = await walkFromHost(channel, env.cache, {
+      const walk = {
         dirName: req.dirName,
         followPaths: req.followPaths.length ? req.followPaths : ['.'],
         includePatterns: req.includePatterns,
         signal: req.signal,
-      });
+      };
+      const entry = opts.manifestTransfer
+        ? await walkManifest({ channel, files: env.cache.files, manifests: env.cache.manifests, contextPath: opts.contextPath }, walk)
+        : await walkFromHost(channel, env.cache, walk);
       log.debug({ dir: req.dirName, ms: Date.now() - started, hit: entry.hit, key: entry.key }, 'context received');
       return { source: entry, entries: await selectEntries(entry, req), release: () => entry.release() };
     }
@@ -172,7 +176,9 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   const sshAgents = parseSshSpecs(opts.ssh);
   const session = new BuildkitSession(env.control, {
     name: `builder-shim ${opts.buildId}`,
-    sharedKey: opts.buildId,
+    // Stable per host context, so buildkitd keeps the last copy of the context and asks
+    // only for the files whose metadata changed (as `buildctl --local` does).
+    sharedKey: createHash('sha256').update(opts.contextPath).digest('hex'),
     attach: (server) => {
       server.onError = (err, method) => log.warn({ err: String(err), method }, 'session call failed');
       registerFileSync(server, provider, (req, ms) => log.debug({ dir: req.dirName, ms }, 'diffcopy sent'));

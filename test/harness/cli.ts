@@ -4,6 +4,12 @@ import path from 'node:path';
 
 const cli = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../dist/cli/main.js');
 
+/** BUILDER_SHIM_CPU_PROFILE=DIR writes a V8 CPU profile of each process there (for bench work). */
+export function profileArgs(): string[] {
+  const dir = process.env.BUILDER_SHIM_CPU_PROFILE;
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+}
+
 export interface CliResult {
   code: number | null;
   stdout: string;
@@ -12,7 +18,7 @@ export interface CliResult {
 
 export function runCli(args: string[], opts: { input?: string | Buffer; cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--enable-source-maps', cli, ...args], {
+    const child = spawn(process.execPath, [...profileArgs(), '--enable-source-maps', cli, ...args], {
       cwd: opts.cwd,
       env: opts.env ?? process.env,
       stdio: ['pipe', 'pipe', 'pipe'],

@@ -1,0 +1,287 @@
+/**
+ * The per-file content-addressed store of the incremental context transfer: one file per
+ * sha256 of content, `sha256/<2 hex>/<64 hex>`, shared by every context and build, so a
+ * renamed or copied file, or the same file in another context, is never sent twice.
+ *
+ * Content arrives through `begin()`: bytes are written to a temporary file, checked
+ * against the digest at the end and only then renamed into place, so a crash or a wrong
+ * byte never leaves a file that looks complete. While a file is still arriving it can
+ * already be read (`open()` follows the writer), so DiffCopy to buildkitd overlaps the
+ * transfer from the host. Files that builds hold (`pin()`) are never removed; beyond
+ * `maxBytes` the least recently used of the others go first.
+ */
+import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
+import { Code, ShimError } from '../rpc/errors.js';
+import { EMPTY_DIGEST } from '../fssync/manifest.js';
+
+const HEX = /^[0-9a-f]{64}$/;
+
+/** A file being received. */
+export class Incoming {
+  written = 0;
+  error: Error | undefined;
+  finished = false;
+  readonly done: Promise<void>;
+  private settle!: (err?: Error) => void;
+  private readonly events = new EventEmitter();
+  private fh: fsp.FileHandle | undefined;
+  private readonly hash: Hash = createHash('sha256');
+
+  constructor(
+    readonly digest: string,
+    readonly size: number,
+    readonly tmp: string,
+  ) {
+    this.events.setMaxListeners(0);
+    this.done = new Promise<void>((resolve, reject) => {
+      this.settle = (err) => (err ? reject(err) : resolve());
+    });
+    this.done.catch(() => {});
+  }
+
+  /** Appends bytes; the caller never writes more than `size` in total. */
+  async write(chunk: Buffer): Promise<void> {
+    this.fh ??= await fsp.open(this.tmp, 'wx', 0o600);
+    this.hash.update(chunk);
+    let off = 0;
+    while (off < chunk.length) {
+      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, this.written);
+      off += bytesWritten;
+      this.written += bytesWritten;
+    }
+    this.events.emit('progress');
+  }
+
+  /** Checks the digest and moves the file into place. */
+  async finish(final: string): Promise<void> {
+    try {
+      if (this.written !== this.size) throw new Error(`received ${this.written} of ${this.size} bytes`);
+      const got = this.hash.digest('hex');
+      if (got !== this.digest) throw new Error(`content has digest ${got}`);
+      if (!this.fh) await fsp.writeFile(this.tmp, Buffer.alloc(0), { flag: 'wx', mode: 0o600 });
+      await this.fh?.close();
+      this.fh = undefined;
+      await fsp.rename(this.tmp, final);
+      this.finished = true;
+      this.settle();
+    } catch (err) {
+      await this.fail(new ShimError(Code.DATA_LOSS, 'context-content', `context file content ${this.digest} is wrong: ${(err as Error).message}`));
+    } finally {
+      this.events.emit('progress');
+    }
+  }
+
+  async fail(err: Error): Promise<void> {
+    if (this.finished || this.error) return;
+    this.error = err;
+    this.settle(err);
+    this.events.emit('progress');
+    await this.fh?.close().catch(() => {});
+    this.fh = undefined;
+    await fsp.rm(this.tmp, { force: true });
+  }
+
+  /** Resolves once more than `offset` bytes are there, or the file is done or failed. */
+  progressPast(offset: number): Promise<void> {
+    if (this.written > offset || this.finished || this.error) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.written > offset || this.finished || this.error) {
+          this.events.off('progress', check);
+          resolve();
+        }
+      };
+      this.events.on('progress', check);
+    });
+  }
+}
+
+interface Known {
+  size: number;
+}
+
+export class FileStore {
+  private readonly root: string;
+  private readonly tmpDir: string;
+  private readonly known = new Map<string, Known>();
+  private readonly incoming = new Map<string, Incoming>();
+  private readonly pins = new Map<string, number>();
+  private total = 0;
+  private scanned = false;
+  /** Small files just received, so DiffCopy serves them without reading the disk again. */
+  private readonly recent = new LRUCache<string, Buffer>({ maxSize: 64 << 20, sizeCalculation: (b) => Math.max(b.length, 1) });
+
+  constructor(
+    readonly dir: string,
+    readonly maxBytes: number,
+  ) {
+    this.root = path.join(dir, 'sha256');
+    this.tmpDir = path.join(dir, 'tmp');
+  }
+
+  /** Creates the directories and clears half-received files; the scan of sizes runs later. */
+  async init(): Promise<void> {
+    await fsp.rm(this.tmpDir, { recursive: true, force: true });
+    await fsp.mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
+    await fsp.mkdir(this.root, { recursive: true, mode: 0o700 });
+    await Promise.all(Array.from({ length: 256 }, (_, i) => fsp.mkdir(path.join(this.root, i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 })));
+  }
+
+  /** Learns what an earlier process left (oldest first, by mtime), then applies the bound. */
+  async scan(): Promise<void> {
+    const found: Array<{ digest: string; size: number; used: number }> = [];
+    for (let i = 0; i < 256; i++) {
+      const sub = path.join(this.root, i.toString(16).padStart(2, '0'));
+      for (const name of await fsp.readdir(sub).catch(() => [] as string[])) {
+        if (!HEX.test(name) || this.known.has(name)) continue;
+        const st = await fsp.stat(path.join(sub, name)).catch(() => undefined);
+        if (st) found.push({ digest: name, size: st.size, used: st.mtimeMs });
+      }
+    }
+    const fresh = new Map(this.known);
+    this.known.clear();
+    for (const f of found.sort((a, b) => a.used - b.used)) {
+      this.known.set(f.digest, { size: f.size });
+      this.total += f.size;
+    }
+    for (const [d, k] of fresh) this.known.set(d, k);
+    this.scanned = true;
+    await this.evict();
+  }
+
+  pathOf(digest: string): string {
+    if (!HEX.test(digest)) throw new ShimError(Code.INVALID_ARGUMENT, 'bad-digest', `invalid content digest ${JSON.stringify(digest)}`);
+    return path.join(this.root, digest.slice(0, 2), digest);
+  }
+
+  size(): number {
+    return this.total;
+  }
+
+  /** Whether the content is here or on its way; marks it recently used. */
+  async has(digest: string): Promise<boolean> {
+    if (digest === EMPTY_DIGEST || this.incoming.has(digest)) return true;
+    const k = this.known.get(digest);
+    if (k) {
+      this.known.delete(digest);
+      this.known.set(digest, k);
+      return true;
+    }
+    if (this.scanned) return false;
+    // Before the start-up scan is done, the disk is the truth.
+    const st = await fsp.stat(this.pathOf(digest)).catch(() => undefined);
+    if (!st) return false;
+    this.known.set(digest, { size: st.size });
+    this.total += st.size;
+    return true;
+  }
+
+  /**
+   * Starts receiving a file; the caller writes it and calls `commit` or `abort`. Undefined
+   * when another build is already receiving it (readers then follow that one).
+   */
+  begin(digest: string, size: number): Incoming | undefined {
+    this.pathOf(digest);
+    if (this.incoming.has(digest)) return undefined;
+    const inc = new Incoming(digest, size, path.join(this.tmpDir, `${digest}.${randomUUID()}`));
+    this.incoming.set(digest, inc);
+    return inc;
+  }
+
+  /** Moves a complete file into place; `data`, its whole content when small, is kept for a while. */
+  async commit(inc: Incoming, data?: Buffer): Promise<void> {
+    await inc.finish(this.pathOf(inc.digest));
+    if (inc.finished && data && data.length <= 256 << 10) this.recent.set(inc.digest, Buffer.from(data));
+    this.incoming.delete(inc.digest);
+    if (inc.finished && !this.known.has(inc.digest)) {
+      this.known.set(inc.digest, { size: inc.size });
+      this.total += inc.size;
+    }
+    if (inc.error) throw inc.error;
+  }
+
+  async abort(inc: Incoming, err: Error): Promise<void> {
+    this.incoming.delete(inc.digest);
+    await inc.fail(err);
+  }
+
+  pin(digests: Iterable<string>): void {
+    for (const d of digests) this.pins.set(d, (this.pins.get(d) ?? 0) + 1);
+  }
+
+  unpin(digests: Iterable<string>): void {
+    for (const d of digests) {
+      const n = (this.pins.get(d) ?? 1) - 1;
+      if (n > 0) this.pins.set(d, n);
+      else this.pins.delete(d);
+    }
+    void this.evict();
+  }
+
+  /** The whole content of a (small) file, once it is complete. */
+  async read(digest: string): Promise<Buffer> {
+    if (digest === EMPTY_DIGEST) return Buffer.alloc(0);
+    const inc = this.incoming.get(digest);
+    if (inc) await inc.done;
+    const kept = this.recent.get(digest);
+    if (kept) return kept;
+    return fsp.readFile(this.pathOf(digest), { flag: fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW });
+  }
+
+  /** A stream of the content; follows the writer while the file is still arriving. */
+  async open(digest: string): Promise<Readable> {
+    if (digest === EMPTY_DIGEST) return Readable.from([]);
+    const inc = this.incoming.get(digest);
+    if (!inc) {
+      const fh = await fsp.open(this.pathOf(digest), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      return fh.createReadStream({ highWaterMark: 1 << 20 });
+    }
+    const final = this.pathOf(digest);
+    return Readable.from(followIncoming(inc, final), { objectMode: false });
+  }
+
+  /** Removes least recently used, unpinned files until the store fits. */
+  private async evict(): Promise<void> {
+    if (!this.scanned) return;
+    for (const [digest, k] of this.known) {
+      if (this.total <= this.maxBytes) return;
+      if (this.pins.has(digest) || this.incoming.has(digest)) continue;
+      this.known.delete(digest);
+      this.total -= k.size;
+      await fsp.rm(this.pathOf(digest), { force: true });
+    }
+  }
+}
+
+async function* followIncoming(inc: Incoming, final: string): AsyncGenerator<Buffer> {
+  await inc.progressPast(0);
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(inc.tmp, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+      await inc.done;
+      return fsp.open(final, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    });
+    let off = 0;
+    const buf = Buffer.allocUnsafe(1 << 20);
+    while (off < inc.size) {
+      await inc.progressPast(off);
+      if (inc.error) throw inc.error;
+      const want = Math.min(buf.length, (inc.finished ? inc.size : inc.written) - off);
+      const { bytesRead } = await fh.read(buf, 0, want, off);
+      if (bytesRead === 0) throw new ShimError(Code.INTERNAL, 'context-content', `context file content ${inc.digest} ended early`);
+      off += bytesRead;
+      yield Buffer.from(buf.subarray(0, bytesRead));
+    }
+    // Never hand out the end of a file whose digest has not been checked.
+    await inc.done;
+  } finally {
+    await fh?.close();
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * What the host keeps between builds of one context directory for the incremental
+ * transfer: a stat cache (path -> size, mtime, ctime, inode -> content digest, so an
+ * unchanged file is not read again) and the last manifests it sent (so the next build can
+ * send a delta against the one the shim names). Lives in <state>/contexts/<sha256 of the
+ * context path>/. A file modified within the last 2 s is hashed but not cached: a second
+ * write in the same timestamp tick would otherwise go unseen.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { EMPTY_DIGEST, encodeManifest, manifestHash, parseManifest, type ManifestRecord } from '../fssync/manifest.js';
+import type { ContextFile } from './context-select.js';
+
+const RACY_NS = 2_000_000_000n;
+const KEEP_MANIFESTS = 4;
+const HASHERS = 8;
+
+type StatKey = [size: string, mtimeNs: string, ctimeNs: string, ino: string];
+
+function statKey(st: fs.BigIntStats): StatKey {
+  return [String(st.size), String(st.mtimeNs), String(st.ctimeNs), String(st.ino)];
+}
+
+/** Files up to this size are read in one call and their bytes offered to `onSmall`. */
+const SMALL = 256 << 10;
+
+export async function digestFile(abs: string, size: bigint, onSmall?: (digest: string, data: Buffer) => void): Promise<string> {
+  const h = createHash('sha256');
+  const fh = await fsp.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    if (size <= BigInt(SMALL)) {
+      // One read of the listed size; one more byte shows whether the file grew since.
+      const buf = Buffer.allocUnsafe(Number(size) + 1);
+      let off = 0;
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, off, buf.length - off, off);
+        if (!bytesRead) break;
+        off += bytesRead;
+        if (off === buf.length) break;
+      }
+      if (off === Number(size)) {
+        const data = buf.subarray(0, off);
+        const d = h.update(data).digest('hex');
+        onSmall?.(d, data);
+        return d;
+      }
+      h.update(buf.subarray(0, off));
+    }
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (!bytesRead) break;
+      h.update(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest('hex');
+}
+
+export class ContextState {
+  private stats = new Map<string, [...StatKey, string]>();
+  private dirty = false;
+
+  private constructor(readonly dir: string) {}
+
+  static async open(stateDir: string, contextDir: string): Promise<ContextState> {
+    const dir = path.join(stateDir, 'contexts', createHash('sha256').update(path.resolve(contextDir)).digest('hex'));
+    await fsp.mkdir(path.join(dir, 'manifests'), { recursive: true, mode: 0o700 });
+    const s = new ContextState(dir);
+    try {
+      const raw = JSON.parse(await fsp.readFile(path.join(dir, 'stat-cache.json'), 'utf8')) as Record<string, [...StatKey, string]>;
+      s.stats = new Map(Object.entries(raw));
+    } catch {
+      // none yet, or damaged: start over
+    }
+    return s;
+  }
+
+  /** The digest of a regular file, from the stat cache when its stat is unchanged. */
+  async digest(f: ContextFile, onSmall?: (digest: string, data: Buffer) => void): Promise<string> {
+    if (f.st.size === 0n) return EMPTY_DIGEST;
+    const key = statKey(f.st);
+    const hit = this.stats.get(f.rel);
+    if (hit && key.every((v, i) => v === hit[i])) return hit[4];
+    const d = await digestFile(f.abs, f.st.size, onSmall);
+    const now = BigInt(Date.now()) * 1_000_000n;
+    if (now - f.st.mtimeNs > RACY_NS && now - f.st.ctimeNs > RACY_NS) {
+      this.stats.set(f.rel, [...key, d]);
+      this.dirty = true;
+    } else if (hit) {
+      this.stats.delete(f.rel);
+      this.dirty = true;
+    }
+    return d;
+  }
+
+  /** Digests for every regular file of `files`, several read at once. */
+  async digests(files: ContextFile[], onSmall?: (digest: string, data: Buffer) => void): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    let next = 0;
+    const worker = async () => {
+      while (next < files.length) {
+        const f = files[next++]!;
+        out.set(f.rel, await this.digest(f, onSmall));
+      }
+    };
+    await Promise.all(Array.from({ length: HASHERS }, worker));
+    return out;
+  }
+
+  /**
+   * Writes the cache if it changed. `present`, when the walk selected the whole context,
+   * drops the entries of paths that are gone.
+   */
+  async saveStats(present?: Set<string>): Promise<void> {
+    for (const k of present ? this.stats.keys() : []) {
+      if (!present!.has(k)) {
+        this.stats.delete(k);
+        this.dirty = true;
+      }
+    }
+    if (!this.dirty) return;
+    const file = path.join(this.dir, 'stat-cache.json');
+    const tmp = `${file}.${randomUUID()}`;
+    await fsp.writeFile(tmp, JSON.stringify(Object.fromEntries(this.stats)), { mode: 0o600 });
+    await fsp.rename(tmp, file);
+    this.dirty = false;
+  }
+
+  async loadManifest(hash: string): Promise<ManifestRecord[] | undefined> {
+    if (!/^[0-9a-f]{64}$/.test(hash)) return undefined;
+    const data = await fsp.readFile(path.join(this.dir, 'manifests', hash)).catch(() => undefined);
+    if (!data) return undefined;
+    try {
+      const records = parseManifest(data);
+      return manifestHash(records) === hash ? records : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async saveManifest(hash: string, records: ManifestRecord[]): Promise<void> {
+    const dir = path.join(this.dir, 'manifests');
+    const file = path.join(dir, hash);
+    if (await fsp.access(file).then(() => true, () => false)) {
+      const now = new Date();
+      await fsp.utimes(file, now, now);
+    } else {
+      const tmp = `${file}.${randomUUID()}`;
+      await fsp.writeFile(tmp, encodeManifest(records), { mode: 0o600 });
+      await fsp.rename(tmp, file);
+    }
+    const names = (await fsp.readdir(dir)).filter((n) => /^[0-9a-f]{64}$/.test(n));
+    if (names.length <= KEEP_MANIFESTS) return;
+    const aged = await Promise.all(names.map(async (n) => ({ n, t: (await fsp.stat(path.join(dir, n)).catch(() => undefined))?.mtimeMs ?? 0 })));
+    aged.sort((a, b) => a.t - b.t);
+    for (const { n } of aged.slice(0, aged.length - KEEP_MANIFESTS)) await fsp.rm(path.join(dir, n), { force: true });
+  }
+}

@@ -1,0 +1,132 @@
+import { createHash } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { applyDelta, diffManifests, encodeManifest, manifestHash, manifestTree, parseManifest, type ManifestRecord } from '../../src/fssync/manifest.js';
+import { FileStore } from '../../src/cache/file-store.js';
+import { GoMode } from '../../src/fssync/filemode.js';
+
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+const dir = (p: string): ManifestRecord => ({ path: p, type: 'd', mode: 0o755, uid: 0, gid: 0, size: 0, mtimeNs: '1', link: '', digest: '' });
+const file = (p: string, content: string, mode = 0o644): ManifestRecord => ({ path: p, type: 'f', mode, uid: 1, gid: 2, size: Buffer.byteLength(content), mtimeNs: '1700000000123456789', link: '', digest: sha(content) });
+
+describe('context manifest', () => {
+  const base = [dir('a'), file('a/x', 'x'), file('a/y', 'y'), { ...dir('b'), mode: 0o1777 }, { path: 'b/l', type: 'l', mode: 0o777, uid: 0, gid: 0, size: 0, mtimeNs: '5', link: '../a/x', digest: '' } as ManifestRecord, { path: 'c', type: 'h', mode: 0o644, uid: 1, gid: 2, size: 0, mtimeNs: '1', link: 'a/x', digest: '' } as ManifestRecord];
+
+  it('round-trips and hashes exactly the encoded lines', () => {
+    const body = encodeManifest(base);
+    expect(parseManifest(body)).toEqual(base);
+    expect(manifestHash(base)).toBe(createHash('sha256').update(body).digest('hex'));
+  });
+
+  it('a delta with changes, additions and deletions rebuilds the new manifest', () => {
+    const next = [dir('a'), file('a/x', 'x2'), dir('a/z'), file('a/z/new', 'n'), { ...dir('b'), mode: 0o1777 }, base[4]!];
+    const delta = diffManifests(base, next);
+    expect(delta.toString().split('\n').filter(Boolean)).toHaveLength(5); // x changed, z and z/new added, y and c gone
+    expect(applyDelta(base, delta)).toEqual(next);
+    expect(manifestHash(applyDelta(base, delta))).toBe(manifestHash(next));
+  });
+
+  it('an empty delta returns the base itself', () => {
+    expect(applyDelta(base, diffManifests(base, base))).toBe(base);
+  });
+
+  it('turns records into DiffCopy entries: modes, links, hard links share the digest', () => {
+    const t = manifestTree(base);
+    expect(t.entries.map((e) => e.path)).toEqual(['a', 'a/x', 'a/y', 'b', 'b/l', 'c']);
+    expect((t.entries[3]!.mode >>> 0) & GoMode.Sticky).toBeTruthy();
+    expect(t.entries[4]!.linkname).toBe('../a/x');
+    expect(t.entries[4]!.size).toBe(6n);
+    expect(t.digestOf.get('c')).toBe(sha('x'));
+    expect(t.entries[1]!.modTime).toBe(1700000000123456789n);
+    expect(t.sizes.size).toBe(2);
+  });
+
+  it.each([
+    ['a path with ..', [dir('a'), file('a/../../etc', 'x')]],
+    ['an absolute path', [file('/etc/passwd', 'x')]],
+    ['an unclean path', [dir('a'), file('a//x', 'x')]],
+    ['a missing parent', [file('a/x', 'x')]],
+    ['a file as parent', [file('a', 'x'), file('a/x', 'x')]],
+    ['a duplicate', [file('a', 'x'), file('a', 'x')]],
+    ['walk order broken', [file('b', 'x'), file('a', 'x')]],
+    ['a hard link to a later file', [{ ...base[5]!, path: 'a', link: 'b' }, file('b', 'x')]],
+    ['a hard link to a directory', [dir('a'), { ...base[5]!, path: 'b', link: 'a' }]],
+  ])('refuses %s', (_name, records) => {
+    expect(() => manifestTree(records as ManifestRecord[])).toThrow(/invalid context manifest/);
+  });
+
+  it.each([
+    ['not JSON', '{'],
+    ['too few fields', '["a","f"]'],
+    ['an unknown type', '["a","c",420,0,0,0,"1","",""]'],
+    ['a mode beyond 07777', '["a","d",65535,0,0,0,"1","",""]'],
+    ['a negative size', '["a","f",420,0,0,-1,"1","","' + sha('') + '"]'],
+    ['a directory with a size', '["a","d",493,0,0,5,"1","",""]'],
+    ['a bad digest', '["a","f",420,0,0,1,"1","","XYZ"]'],
+    ['a bad mtime', '["a","f",420,0,0,1,"1e9","","' + sha('a') + '"]'],
+    ['a deletion in a full manifest', '["a","x"]'],
+  ])('parse refuses %s', (_name, line) => {
+    expect(() => parseManifest(Buffer.from(line + '\n'))).toThrow(/invalid context manifest/);
+  });
+});
+
+describe('file store', () => {
+  it('stores checked content, follows a file while it arrives, refuses a wrong digest', async () => {
+    const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fstore-'));
+    try {
+      const store = new FileStore(root, 1 << 30);
+      await store.init();
+      await store.scan();
+      const content = Buffer.alloc(3 << 20, 7);
+      const d = createHash('sha256').update(content).digest('hex');
+      expect(await store.has(d)).toBe(false);
+      const inc = store.begin(d, content.length)!;
+      expect(store.begin(d, content.length)).toBeUndefined();
+      const reading = (async () => {
+        const chunks: Buffer[] = [];
+        for await (const c of await store.open(d)) chunks.push(c as Buffer);
+        return Buffer.concat(chunks);
+      })();
+      for (let off = 0; off < content.length; off += 1 << 20) await inc.write(content.subarray(off, off + (1 << 20)));
+      await store.commit(inc);
+      expect((await reading).equals(content)).toBe(true);
+      expect((await store.read(d)).equals(content)).toBe(true);
+      expect(store.size()).toBe(content.length);
+
+      const bad = store.begin(sha('other'), 3)!;
+      const badRead = store.read(sha('other')).then(() => 'read', (e: Error) => e.message);
+      await bad.write(Buffer.from('abc'));
+      await expect(store.commit(bad)).rejects.toThrow(/is wrong/);
+      expect(await badRead).toMatch(/is wrong/);
+      expect(await store.has(sha('other'))).toBe(false);
+      expect(await fsp.readdir(path.join(root, 'tmp'))).toEqual([]);
+    } finally {
+      await fsp.rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('evicts the least recently used unpinned files beyond its bound', async () => {
+    const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fstore-'));
+    try {
+      const store = new FileStore(root, 10);
+      await store.init();
+      await store.scan();
+      const put = async (s: string) => {
+        const inc = store.begin(sha(s), s.length)!;
+        await inc.write(Buffer.from(s));
+        await store.commit(inc);
+      };
+      await put('aaaaaa');
+      store.pin([sha('aaaaaa')]);
+      await put('bbbbbb');
+      store.unpin([]);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(await store.has(sha('aaaaaa'))).toBe(true);
+      expect(await store.has(sha('bbbbbb'))).toBe(false);
+    } finally {
+      await fsp.rm(root, { recursive: true, force: true });
+    }
+  });
+});
