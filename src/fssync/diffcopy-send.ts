@@ -70,9 +70,13 @@ export async function sendDiffCopy(
   let failure: unknown;
   const controller = new AbortController();
   const signal = AbortSignal.any([stream.signal, controller.signal]);
+  let onFailure!: (err: unknown) => void;
+  const failed = new Promise<never>((_, reject) => (onFailure = reject));
+  failed.catch(() => {});
   const fail = (err: unknown) => {
     if (failure === undefined) failure = err;
     controller.abort(err);
+    onFailure(err);
     wake();
   };
 
@@ -170,22 +174,32 @@ export async function sendDiffCopy(
     }
   };
 
-  const guard = <T>(p: Promise<T>) =>
-    p.catch((err) => {
+  // Each part's failure is handled through `fail` and awaited below; mark it handled now so
+  // a failing worker is not an unhandled rejection while the receive loop is awaited.
+  const guard = <T>(p: Promise<T>) => {
+    const g = p.catch((err) => {
       fail(err);
       throw err;
     });
+    g.catch(() => {});
+    return g;
+  };
   const walking = guard(walk());
   const workers = Array.from({ length: concurrency }, () => guard(worker()));
   const receiving$ = guard(receive());
   try {
-    const sawFin = await receiving$;
+    // A failing part ends the call at once: the receiver would wait for its data forever.
+    const sawFin = await Promise.race([receiving$, failed]);
     await walking;
     await Promise.all(workers);
     if (!sawFin) throw new ShimError(Code.CANCELLED, 'diffcopy-eof', 'receiver closed the stream before FIN');
     await stream.send({ type: PacketType.FIN, id: 0, data: empty });
   } catch (err) {
-    await Promise.allSettled([walking, receiving$, ...workers]);
+    controller.abort(failure ?? err);
+    wake();
+    // Our own parts stop on the abort; the receive loop may wait for the peer, so it is not
+    // waited for: the call ends when this handler returns.
+    await Promise.allSettled([walking, ...workers]);
     if (!stream.signal.aborted) {
       const msg = (failure ?? err) instanceof Error ? ((failure ?? err) as Error).message : String(failure ?? err);
       await stream.send({ type: PacketType.ERR, id: 0, data: Buffer.from(msg) }).catch(() => {});

@@ -1,5 +1,7 @@
 // Runs the compiled builder-shim CLI as a user would.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 const cli = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../dist/cli/main.js');
@@ -16,11 +18,27 @@ export interface CliResult {
   stderr: string;
 }
 
+/**
+ * The host's state (image store, context stat cache) goes to a directory of this test
+ * process unless a test passes --state-dir or its own XDG_STATE_HOME.
+ */
+let stateHome: string | undefined;
+function testEnv(env: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv {
+  const e = env ?? process.env;
+  if (e.XDG_STATE_HOME) return e;
+  if (!stateHome) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'builder-shim-state-'));
+    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    stateHome = dir;
+  }
+  return { ...e, XDG_STATE_HOME: stateHome };
+}
+
 export function runCli(args: string[], opts: { input?: string | Buffer; cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [...profileArgs(), '--enable-source-maps', cli, ...args], {
       cwd: opts.cwd,
-      env: opts.env ?? process.env,
+      env: testEnv(opts.env),
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const out: Buffer[] = [];

@@ -23,6 +23,9 @@ export interface FakeBuildOptions {
   buildId: string;
   dockerfile: string;
   outputs?: string[];
+  /** Extra request headers. */
+  headers?: Array<[string, string]>;
+  /** Called for every fssync request (Walk, and Fetch in manifest mode). */
   onWalk(w: WalkContext): Promise<void> | void;
 }
 
@@ -40,6 +43,7 @@ export function fakeBuild(o: FakeBuildOptions): Promise<FakeBuildResult> {
   md.add('progress', 'plain');
   md.add('target', '');
   for (const out of o.outputs ?? ['type=local']) md.add('outputs', out);
+  for (const [k, v] of o.headers ?? []) md.add(k, v);
   let progress = '';
   return new Promise((resolve) => {
     const call: ClientDuplexStream<ClientStream, ServerStream> = client.performBuild(md);
@@ -56,7 +60,8 @@ export function fakeBuild(o: FakeBuildOptions): Promise<FakeBuildResult> {
         return;
       }
       const bt = msg.buildTransfer;
-      if (bt?.metadata.method !== 'Walk') return;
+      if (bt?.metadata.stage !== 'fssync') return;
+      if (process.env.FAKE_HOST_DEBUG) process.stderr.write(`fake host: ${bt.metadata.method} ${bt.metadata.mode} ${bt.data.length}\n`);
       const w: WalkContext = {
         req: bt,
         reply: (fields) =>
@@ -74,7 +79,10 @@ export function fakeBuild(o: FakeBuildOptions): Promise<FakeBuildResult> {
           }),
         disconnect: () => call.cancel(),
       };
-      void Promise.resolve(o.onWalk(w)).catch(() => call.cancel());
+      void Promise.resolve(o.onWalk(w)).catch((err) => {
+        if (process.env.FAKE_HOST_DEBUG) process.stderr.write(`fake host: ${String(err)}\n`);
+        call.cancel();
+      });
     });
   });
 }

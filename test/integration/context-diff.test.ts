@@ -157,7 +157,8 @@ const cases: Case[] = [
   },
 ];
 
-describe('build context: builder-shim vs buildctl --local', () => {
+// Both transfers: the incremental one (our host's default) and apple's tar mode.
+describe.each(['manifest', 'tar'])('build context (%s transfer): builder-shim vs buildctl --local', (transfer) => {
   it.each(cases.map((c) => [c.name, c] as const))('%s', async (_name, c) => {
     const top = await fsp.mkdtemp(path.join(work, 'case-'));
     const ctx = path.join(top, 'context');
@@ -169,7 +170,7 @@ describe('build context: builder-shim vs buildctl --local', () => {
     const ours = path.join(top, 'ours');
     const theirs = path.join(top, 'theirs');
     const res = await runCli([
-      'build', '--builder', shim.addr, '--exports-dir', shim.exportsDir,
+      'build', '--builder', shim.addr, '--exports-dir', shim.exportsDir, '--context-transfer', transfer,
       '-f', path.join(dfDir, 'Dockerfile'), '-o', `type=local,dest=${ours}`, buildPath,
     ]);
     expect(res.code, `${res.stderr}\n--- shim ---\n${shim.logs()}`).toBe(0);
@@ -194,7 +195,7 @@ describe('build context: builder-shim vs buildctl --local', () => {
     await writeTree(ctx, [{ path: 'Dockerfile', content: 'FROM scratch\nCOPY big.bin /big.bin\n' }]);
     const ours = path.join(top, 'ours');
     const theirs = path.join(top, 'theirs');
-    const res = await runCli(['build', '--builder', shim.addr, '--exports-dir', shim.exportsDir, '-o', `type=local,dest=${ours}`, ctx]);
+    const res = await runCli(['build', '--builder', shim.addr, '--exports-dir', shim.exportsDir, '--context-transfer', transfer, '-o', `type=local,dest=${ours}`, ctx]);
     expect(res.code, res.stderr).toBe(0);
     await buildctlBuild({ addr: buildkitAddr, context: ctx, output: `type=local,dest=${theirs}` });
     expect(await snapshotTree(ours, { mtimes: true })).toEqual(await snapshotTree(theirs, { mtimes: true }));
