@@ -9,6 +9,7 @@ import { extractContextTar } from '../../../src/fssync/tar-extract.js';
 import { ShimError } from '../../../src/rpc/errors.js';
 import { comparePaths } from '../../../src/fssync/paths.js';
 import { isGoDir, isGoRegular } from '../../../src/fssync/filemode.js';
+import { END_OF_ARCHIVE, contentPadding, entryHeader } from '../../../src/host/tar-writer.js';
 
 const RUNS = 150;
 
@@ -107,5 +108,46 @@ describe('property: extractContextTar', () => {
       { numRuns: RUNS, seed: 8 },
     );
     await expect(fsp.stat(path.join(os.tmpdir(), 'evil'))).rejects.toThrow();
+  });
+});
+
+describe('property: host tar writer -> extractContextTar', () => {
+  it('keeps names, modes, ids, sizes and ns mtimes of valid archives', async () => {
+    const wseg = fc.constantFrom('a', 'b', 'é', 'n'.repeat(110), 'ü'.repeat(70), 'x y', 'c,d');
+    const wpath = fc.array(wseg, { minLength: 1, maxLength: 2 }).map((s) => s.join('/'));
+    const file = fc.record({
+      path: wpath,
+      mode: fc.integer({ min: 0, max: 0o7777 }),
+      uid: fc.integer({ min: 0, max: 5_000_000 }),
+      gid: fc.integer({ min: 0, max: 5_000_000 }),
+      mtimeNs: fc.bigInt({ min: -(10n ** 18n), max: 10n ** 19n }),
+      content: fc.string({ maxLength: 30 }),
+    });
+    await fc.assert(
+      fc.asyncProperty(fc.uniqueArray(file, { selector: (f) => f.path, maxLength: 5 }), async (files) => {
+        // a file may not also be another file's parent directory
+        files = files.filter((f) => !files.some((g) => g.path.startsWith(f.path + '/')));
+        const pieces: Buffer[] = [];
+        for (const f of files) {
+          const body = Buffer.from(f.content);
+          pieces.push(entryHeader({ ...f, type: 'file', size: BigInt(body.length), linkname: '' }), body, contentPadding(BigInt(body.length)));
+        }
+        pieces.push(END_OF_ARCHIVE);
+        const tree = path.join(sentinel, `w${n++}`);
+        try {
+          const res = await extractContextTar(once(Buffer.concat(pieces)), tree);
+          const by = new Map(res.entries.map((e) => [e.path, e]));
+          for (const f of files) {
+            const e = by.get(f.path);
+            expect(e, f.path).toBeDefined();
+            expect([e!.mode & 0o777, e!.uid, e!.gid, e!.size, e!.modTime]).toEqual([f.mode & 0o777, f.uid, f.gid, BigInt(Buffer.byteLength(f.content)), f.mtimeNs]);
+            expect(await fsp.readFile(path.join(tree, f.path), 'utf8')).toBe(f.content);
+          }
+        } finally {
+          await fsp.rm(tree, { recursive: true, force: true });
+        }
+      }),
+      { numRuns: RUNS, seed: 8 },
+    );
   });
 });
