@@ -51,6 +51,13 @@ function mtimeNs(header: tarStream.Header): bigint {
   return BigInt(header.mtime?.getTime() ?? 0) * 1_000_000n;
 }
 
+/** uid/gid, preferring PAX records (tar-stream leaves them in header.pax; ustar holds 21 bits). */
+function paxId(header: tarStream.Header, key: 'uid' | 'gid'): number {
+  const v = (header as { pax?: Record<string, string> }).pax?.[key];
+  if (v && /^\d{1,10}$/.test(v) && Number(v) <= 0xffffffff) return Number(v);
+  return header[key] ?? 0;
+}
+
 /** Extracts `source` under `treeDir` (which must not exist yet) and returns the index. */
 export async function extractContextTar(source: AsyncIterable<Buffer>, treeDir: string, signal?: AbortSignal): Promise<ExtractedTree> {
   await fsp.mkdir(treeDir, { mode: 0o700 });
@@ -96,8 +103,8 @@ export async function extractContextTar(source: AsyncIterable<Buffer>, treeDir: 
       const stat = makeStat({
         path: rel,
         mode: goModeFromPosix(bits | ((h.mode ?? 0) & 0o7777)),
-        uid: h.uid ?? 0,
-        gid: h.gid ?? 0,
+        uid: paxId(h, 'uid'),
+        gid: paxId(h, 'gid'),
         modTime: mtimeNs(h),
       });
       if (h.type === 'directory') {

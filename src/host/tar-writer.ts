@@ -73,7 +73,10 @@ export function entryHeader(e: TarEntry): Buffer {
   const sec = e.mtimeNs / 1_000_000_000n;
   const frac = e.mtimeNs % 1_000_000_000n;
   if (frac !== 0n || sec < 0n || sec > 0o77777777777n) {
-    records.push(paxRecord('mtime', `${sec}.${frac.toString().padStart(9, '0')}`));
+    // sign first, then |seconds|.|nanoseconds| (truncating division made both negative)
+    const abs = e.mtimeNs < 0n ? -e.mtimeNs : e.mtimeNs;
+    const ns = (abs % 1_000_000_000n).toString().padStart(9, '0');
+    records.push(paxRecord('mtime', `${e.mtimeNs < 0n ? '-' : ''}${abs / 1_000_000_000n}.${ns}`));
   }
   if (e.uid > 0o7777777) records.push(paxRecord('uid', String(e.uid)));
   if (e.gid > 0o7777777) records.push(paxRecord('gid', String(e.gid)));
