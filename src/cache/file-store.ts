@@ -139,18 +139,21 @@ export class FileStore {
     for (let i = 0; i < 256; i++) {
       const sub = path.join(this.root, i.toString(16).padStart(2, '0'));
       for (const name of await fsp.readdir(sub).catch(() => [] as string[])) {
-        if (!HEX.test(name) || this.known.has(name)) continue;
+        if (!HEX.test(name)) continue;
         const st = await fsp.stat(path.join(sub, name)).catch(() => undefined);
         if (st) found.push({ digest: name, size: st.size, used: st.mtimeMs });
       }
     }
+    // What this process has used already is the most recent; the rest is ordered by mtime.
     const fresh = new Map(this.known);
     this.known.clear();
-    for (const f of found.sort((a, b) => a.used - b.used)) {
-      this.known.set(f.digest, { size: f.size });
-      this.total += f.size;
+    for (const f of found.sort((a, b) => a.used - b.used)) this.known.set(f.digest, { size: f.size });
+    for (const [d, k] of fresh) {
+      this.known.delete(d);
+      this.known.set(d, k);
     }
-    for (const [d, k] of fresh) this.known.set(d, k);
+    this.total = 0;
+    for (const k of this.known.values()) this.total += k.size;
     this.scanned = true;
     await this.evict();
   }

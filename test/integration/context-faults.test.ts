@@ -160,8 +160,11 @@ describe('context transfer faults', () => {
       for (let i = 0; i < 3; i++) {
         const ctx = path.join(work, `bound-${i}`);
         await writeTree(ctx, [{ path: 'Dockerfile', content: 'FROM scratch\nCOPY blob /\n' }, { path: 'blob', content: Buffer.alloc(600 << 10, i) }]);
-        const res = await runCli(['build', '--builder', small.addr, '--exports-dir', small.exportsDir, '-o', `type=local,dest=${path.join(work, `bound-out-${i}`)}`, ctx]);
-        expect(res.code, res.stderr).toBe(0);
+        // tar mode fills the tree cache, manifest mode the per-file store; both are bounded
+        for (const transfer of ['tar', 'manifest']) {
+          const res = await runCli(['build', '--builder', small.addr, '--exports-dir', small.exportsDir, '--context-transfer', transfer, '-o', `type=local,dest=${path.join(work, `bound-out-${transfer}-${i}`)}`, ctx]);
+          expect(res.code, res.stderr).toBe(0);
+        }
       }
       await new Promise((r) => setTimeout(r, 200));
       let total = 0;
@@ -169,6 +172,14 @@ describe('context transfer faults', () => {
       for (const key of await fsp.readdir(entries)) total += Number(await fsp.readFile(path.join(entries, key, 'size'), 'utf8'));
       expect(total).toBeLessThanOrEqual(1 << 20);
       expect(small.logs()).toContain('evicted context cache entry');
+      let stored = 0;
+      const store = path.join(small.cacheDir, 'files', 'sha256');
+      for (const sub of await fsp.readdir(store)) {
+        for (const f of await fsp.readdir(path.join(store, sub))) {
+          stored += (await fsp.stat(path.join(store, sub, f))).size;
+        }
+      }
+      expect(stored).toBeLessThanOrEqual(1 << 20);
     } finally {
       await small.stop();
     }
