@@ -36,6 +36,8 @@ export interface ManifestWalkEnv {
   manifests: ManifestStore;
   /** The host's context path, from the `context` header. */
   contextPath: string;
+  /** Told when fetching contents fails (reads of the missing files fail too). */
+  onFetchError?: (err: unknown) => void;
 }
 
 function meta(extra: Record<string, string>) {
@@ -126,7 +128,7 @@ export async function walkManifest(env: ManifestWalkEnv, req: WalkRequest): Prom
   const stop = new AbortController();
   const signal = AbortSignal.any([req.signal, stop.signal]);
   const fetching = missing.length ? fetchContents(env, missing, signal) : Promise.resolve();
-  fetching.catch(() => {});
+  fetching.catch((err) => env.onFetchError?.(err));
 
   let released = false;
   const digestOf = (rel: string) => {

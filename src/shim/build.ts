@@ -165,7 +165,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
         signal: req.signal,
       };
       const entry = opts.manifestTransfer
-        ? await walkManifest({ channel, files: env.cache.files, manifests: env.cache.manifests, contextPath: opts.contextPath }, walk)
+        ? await walkManifest({ channel, files: env.cache.files, manifests: env.cache.manifests, contextPath: opts.contextPath, onFetchError: (err) => log.warn({ err: String(err) }, 'context fetch failed') }, walk)
         : await walkFromHost(channel, env.cache, walk);
       log.debug({ dir: req.dirName, ms: Date.now() - started, hit: entry.hit, key: entry.key }, 'context received');
       return { source: entry, entries: await selectEntries(entry, req), release: () => entry.release() };
