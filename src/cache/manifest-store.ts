@@ -8,7 +8,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { manifestHash, manifestTree, parseManifest, type ManifestRecord, type ManifestTree } from '../fssync/manifest.js';
+import { manifestTree, readManifestFile, writeManifestFile, type ManifestRecord, type ManifestTree } from '../fssync/manifest.js';
 
 const HEX = /^[0-9a-f]{64}$/;
 
@@ -46,16 +46,9 @@ export class ManifestStore {
     if (!HEX.test(hash)) return undefined;
     const known = this.mem.get(hash);
     if (known) return known.records;
-    const data = await fsp.readFile(path.join(this.dir, hash)).catch(() => undefined);
-    if (!data) return undefined;
-    try {
-      const records = parseManifest(data);
-      if (manifestHash(records) !== hash) return undefined;
-      this.mem.set(hash, { records });
-      return records;
-    } catch {
-      return undefined;
-    }
+    const records = await readManifestFile(this.dir, hash);
+    if (records) this.mem.set(hash, { records });
+    return records;
   }
 
   /** The checked tree of a manifest whose records hash to `hash` (computed once). */
@@ -69,31 +62,14 @@ export class ManifestStore {
 
   /** Stores a manifest (`body` gives its bytes, only when it is not stored yet). */
   async save(contextKey: string, hash: string, body: () => Buffer): Promise<void> {
-    const file = path.join(this.dir, hash);
-    if (!(await fsp.access(file).then(() => true, () => false))) {
-      const tmp = `${file}.tmp.${randomUUID()}`;
-      await fsp.writeFile(tmp, body(), { mode: 0o600 });
-      await fsp.rename(tmp, file);
-    } else {
-      const now = new Date();
-      await fsp.utimes(file, now, now).catch(() => {});
-    }
+    await writeManifestFile(this.dir, hash, body, this.keep);
     const last = path.join(this.dir, 'last', contextKey);
     const tmp = `${last}.tmp.${randomUUID()}`;
     await fsp.writeFile(tmp, hash, { mode: 0o600 });
     await fsp.rename(tmp, last);
-    await this.prune();
   }
 
   forget(contextKey: string): Promise<void> {
     return fsp.rm(path.join(this.dir, 'last', contextKey), { force: true });
-  }
-
-  private async prune(): Promise<void> {
-    const names = (await fsp.readdir(this.dir)).filter((n) => HEX.test(n));
-    if (names.length <= this.keep) return;
-    const aged = await Promise.all(names.map(async (n) => ({ n, t: (await fsp.stat(path.join(this.dir, n)).catch(() => undefined))?.mtimeMs ?? 0 })));
-    aged.sort((a, b) => a.t - b.t);
-    for (const { n } of aged.slice(0, aged.length - this.keep)) await fsp.rm(path.join(this.dir, n), { force: true });
   }
 }

@@ -20,7 +20,8 @@ export interface WalkRequest {
   signal: AbortSignal;
 }
 
-function hostError(msg: ClientStream): ShimError | undefined {
+/** The host's error reply to a context request, as a ShimError. */
+export function hostError(msg: ClientStream): ShimError | undefined {
   const err = msg.buildTransfer?.metadata.error;
   return err ? new ShimError(Code.UNKNOWN, 'host-walk', `host failed to send context files: ${err}`) : undefined;
 }

@@ -11,7 +11,7 @@
  * The tree is served to DiffCopy as soon as the manifest is known: reads of a file that is
  * still arriving follow it, so buildkitd receives while the host sends.
  */
-import { TransferDirection, type ClientStream } from '../gen/com/apple/container/build/v1/builder.js';
+import { TransferDirection } from '../gen/com/apple/container/build/v1/builder.js';
 import type { CacheEntry } from '../cache/context-cache.js';
 import type { FileStore, Incoming } from '../cache/file-store.js';
 import { ManifestStore } from '../cache/manifest-store.js';
@@ -19,7 +19,7 @@ import { Code, ShimError, abortReason } from '../rpc/errors.js';
 import type { HostChannel } from '../shim/host-channel.js';
 import { encodeFollowPaths } from '../protocol/followpaths.js';
 import { EMPTY_DIGEST, applyDelta, encodeManifest, manifestHash, parseManifest, type ManifestRecord } from './manifest.js';
-import type { WalkRequest } from './host-walk.js';
+import { hostError, type WalkRequest } from './host-walk.js';
 
 /** Largest manifest or delta accepted (about 3 M paths). */
 export const MAX_MANIFEST_BYTES = 512 << 20;
@@ -42,11 +42,6 @@ export interface ManifestWalkEnv {
 
 function meta(extra: Record<string, string>) {
   return { os: 'linux', stage: 'fssync', mode: 'manifest', ...extra };
-}
-
-function hostError(msg: ClientStream): ShimError | undefined {
-  const err = msg.buildTransfer?.metadata.error;
-  return err ? new ShimError(Code.UNKNOWN, 'host-walk', `host failed to send context files: ${err}`) : undefined;
 }
 
 /** Sends one request and yields the data of its replies until `complete`. */

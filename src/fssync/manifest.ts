@@ -14,7 +14,9 @@
  * A delta against a base manifest lists, in any order, the records that are new or
  * changed and `[path, "x"]` for each path that is gone.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { Code, ShimError } from '../rpc/errors.js';
 import { goModeFromPosix } from './filemode.js';
 import { cleanRelative, comparePaths, parentOf } from './paths.js';
@@ -200,4 +202,40 @@ export function manifestTree(records: ManifestRecord[]): ManifestTree {
     entries.push(stat);
   }
   return { entries, digestOf, sizes };
+}
+
+const HASH = /^[0-9a-f]{64}$/;
+
+/** A stored manifest, checked against the hash it is stored under; undefined when missing or damaged. */
+export async function readManifestFile(dir: string, hash: string): Promise<ManifestRecord[] | undefined> {
+  if (!HASH.test(hash)) return undefined;
+  const data = await fsp.readFile(path.join(dir, hash)).catch(() => undefined);
+  if (!data) return undefined;
+  try {
+    const records = parseManifest(data);
+    return manifestHash(records) === hash ? records : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Stores a manifest under its hash (a temporary name, then a rename; `body` is only called
+ * when it is not stored yet, else the file is touched), then keeps the `keep` newest.
+ */
+export async function writeManifestFile(dir: string, hash: string, body: () => Buffer, keep: number): Promise<void> {
+  const file = path.join(dir, hash);
+  if (await fsp.access(file).then(() => true, () => false)) {
+    const now = new Date();
+    await fsp.utimes(file, now, now).catch(() => {});
+  } else {
+    const tmp = `${file}.tmp.${randomUUID()}`;
+    await fsp.writeFile(tmp, body(), { mode: 0o600 });
+    await fsp.rename(tmp, file);
+  }
+  const names = (await fsp.readdir(dir)).filter((n) => HASH.test(n));
+  if (names.length <= keep) return;
+  const aged = await Promise.all(names.map(async (n) => ({ n, t: (await fsp.stat(path.join(dir, n)).catch(() => undefined))?.mtimeMs ?? 0 })));
+  aged.sort((a, b) => a.t - b.t);
+  for (const { n } of aged.slice(0, aged.length - keep)) await fsp.rm(path.join(dir, n), { force: true });
 }

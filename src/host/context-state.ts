@@ -10,7 +10,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { EMPTY_DIGEST, encodeManifest, manifestHash, parseManifest, type ManifestRecord } from '../fssync/manifest.js';
+import { EMPTY_DIGEST, encodeManifest, readManifestFile, writeManifestFile, type ManifestRecord } from '../fssync/manifest.js';
 import type { ContextFile } from './context-select.js';
 
 const RACY_NS = 2_000_000_000n;
@@ -130,33 +130,11 @@ export class ContextState {
     this.dirty = false;
   }
 
-  async loadManifest(hash: string): Promise<ManifestRecord[] | undefined> {
-    if (!/^[0-9a-f]{64}$/.test(hash)) return undefined;
-    const data = await fsp.readFile(path.join(this.dir, 'manifests', hash)).catch(() => undefined);
-    if (!data) return undefined;
-    try {
-      const records = parseManifest(data);
-      return manifestHash(records) === hash ? records : undefined;
-    } catch {
-      return undefined;
-    }
+  loadManifest(hash: string): Promise<ManifestRecord[] | undefined> {
+    return readManifestFile(path.join(this.dir, 'manifests'), hash);
   }
 
-  async saveManifest(hash: string, records: ManifestRecord[]): Promise<void> {
-    const dir = path.join(this.dir, 'manifests');
-    const file = path.join(dir, hash);
-    if (await fsp.access(file).then(() => true, () => false)) {
-      const now = new Date();
-      await fsp.utimes(file, now, now);
-    } else {
-      const tmp = `${file}.${randomUUID()}`;
-      await fsp.writeFile(tmp, encodeManifest(records), { mode: 0o600 });
-      await fsp.rename(tmp, file);
-    }
-    const names = (await fsp.readdir(dir)).filter((n) => /^[0-9a-f]{64}$/.test(n));
-    if (names.length <= KEEP_MANIFESTS) return;
-    const aged = await Promise.all(names.map(async (n) => ({ n, t: (await fsp.stat(path.join(dir, n)).catch(() => undefined))?.mtimeMs ?? 0 })));
-    aged.sort((a, b) => a.t - b.t);
-    for (const { n } of aged.slice(0, aged.length - KEEP_MANIFESTS)) await fsp.rm(path.join(dir, n), { force: true });
+  saveManifest(hash: string, records: ManifestRecord[]): Promise<void> {
+    return writeManifestFile(path.join(this.dir, 'manifests'), hash, () => encodeManifest(records), KEEP_MANIFESTS);
   }
 }

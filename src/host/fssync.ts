@@ -130,6 +130,36 @@ function reply(req: BuildTransfer, fields: Partial<BuildTransfer>): BuildTransfe
   };
 }
 
+/** Packs bytes into data replies of CHUNK_SIZE bytes (the last may be shorter). */
+class Chunker {
+  private parts: Buffer[] = [];
+  private len = 0;
+  /** Bytes handed to `emit` so far. */
+  bytes = 0;
+
+  constructor(private readonly emit: (data: Buffer, complete: boolean) => Promise<void>) {}
+
+  async push(b: Buffer): Promise<void> {
+    for (let off = 0; off < b.length; ) {
+      const n = Math.min(b.length - off, CHUNK_SIZE - this.len);
+      this.parts.push(b.subarray(off, off + n));
+      this.len += n;
+      off += n;
+      if (this.len === CHUNK_SIZE) await this.flush();
+    }
+  }
+
+  /** Sends what is pending; with `complete`, always one last packet that says so. */
+  async flush(complete = false): Promise<void> {
+    if (!this.len && !complete) return;
+    const data = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.len);
+    this.parts = [];
+    this.len = 0;
+    this.bytes += data.length;
+    await this.emit(data, complete);
+  }
+}
+
 export interface WalkStats {
   files: number;
   bytes: number;
@@ -140,30 +170,11 @@ export async function answerWalk(contextDir: string, buildId: string, req: Build
   const plan = planEntries(files);
   const hash = await hashSelection(plan);
   await send({ buildId, buildTransfer: reply(req, { metadata: { os: 'linux', stage: 'fssync', mode: 'tar', hash } }) });
-  let bytes = 0;
-  let pending: Buffer[] = [];
-  let pendingLen = 0;
-  const flush = async () => {
-    if (!pendingLen) return;
-    const data = Buffer.concat(pending, pendingLen);
-    pending = [];
-    pendingLen = 0;
-    bytes += data.length;
-    await send({ buildId, buildTransfer: reply(req, { data }) });
-  };
-  for await (const piece of tarStream(plan)) {
-    let off = 0;
-    while (off < piece.length) {
-      const n = Math.min(piece.length - off, CHUNK_SIZE - pendingLen);
-      pending.push(piece.subarray(off, off + n));
-      pendingLen += n;
-      off += n;
-      if (pendingLen === CHUNK_SIZE) await flush();
-    }
-  }
-  await flush();
+  const out = new Chunker((data) => send({ buildId, buildTransfer: reply(req, { data }) }));
+  for await (const piece of tarStream(plan)) await out.push(piece);
+  await out.flush();
   await send({ buildId, buildTransfer: reply(req, { complete: true }) });
-  return { files: plan.length, bytes };
+  return { files: plan.length, bytes: out.bytes };
 }
 
 function rfc3339(ns: bigint): string {
@@ -301,10 +312,9 @@ export class ManifestServer {
     const base = offered === hash ? records : offered ? await state.loadManifest(offered) : undefined;
     const body = base === records ? Buffer.alloc(0) : base ? diffManifests(base, records) : encodeManifest(records);
     const metadata = { os: 'linux', stage: 'fssync', mode: 'manifest', hash, base: base ? offered : '' };
-    for (let off = 0; off === 0 || off < body.length; off += CHUNK_SIZE) {
-      const data = body.subarray(off, off + CHUNK_SIZE);
-      await send({ buildId, buildTransfer: { ...reply(req, { data, complete: off + CHUNK_SIZE >= body.length }), metadata } });
-    }
+    const out = new Chunker((data, complete) => send({ buildId, buildTransfer: { ...reply(req, { data, complete }), metadata } }));
+    await out.push(body);
+    await out.flush(true);
     await Promise.all([state.saveManifest(hash, records), state.saveStats(whole ? new Set(files.map((f) => f.rel)) : undefined)]);
     return { files: plan.length, bytes: body.length };
   }
@@ -313,29 +323,11 @@ export class ManifestServer {
   async fetch(buildId: string, req: BuildTransfer, send: Send): Promise<WalkStats> {
     const wanted = Buffer.from(req.data).toString('utf8').split('\n').filter(Boolean);
     const metadata = { os: 'linux', stage: 'fssync', mode: 'manifest' };
-    let bytes = 0;
-    let pending: Buffer[] = [];
-    let pendingLen = 0;
-    const flush = async (complete: boolean) => {
-      const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingLen);
-      pending = [];
-      pendingLen = 0;
-      bytes += data.length;
-      await send({ buildId, buildTransfer: { ...reply(req, { data, complete }), metadata } });
-    };
-    const push = async (b: Buffer) => {
-      for (let off = 0; off < b.length; ) {
-        const n = Math.min(b.length - off, CHUNK_SIZE - pendingLen);
-        pending.push(b.subarray(off, off + n));
-        pendingLen += n;
-        off += n;
-        if (pendingLen === CHUNK_SIZE) await flush(false);
-      }
-    };
+    const out = new Chunker((data, complete) => send({ buildId, buildTransfer: { ...reply(req, { data, complete }), metadata } }));
     for (const d of wanted) {
       const kept = this.small.get(d);
       if (kept) {
-        await push(kept);
+        await out.push(kept);
         continue;
       }
       const src = this.byDigest.get(d);
@@ -344,17 +336,17 @@ export class ManifestServer {
       try {
         let left = src.size;
         while (left > 0) {
-          const buf = Buffer.allocUnsafe(Math.min(left, CHUNK_SIZE - pendingLen || CHUNK_SIZE));
+          const buf = Buffer.allocUnsafe(Math.min(left, 1 << 20));
           const { bytesRead } = await fh.read(buf, 0, buf.length, null);
           if (bytesRead === 0) throw new Error(`${path.relative(this.contextDir, src.abs)} shrank while it was being sent`);
           left -= bytesRead;
-          await push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+          await out.push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
         }
       } finally {
         await fh.close();
       }
     }
-    await flush(true);
-    return { files: wanted.length, bytes };
+    await out.flush(true);
+    return { files: wanted.length, bytes: out.bytes };
   }
 }

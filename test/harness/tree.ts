@@ -87,3 +87,25 @@ export async function readTarFile(file: string): Promise<Map<string, Buffer>> {
   await reading;
   return files;
 }
+
+export type TarFixture = import('tar-stream').Headers & { content?: string };
+
+/** A tar archive of `entries`, written by tar-stream (for crafted, also hostile, archives). */
+export async function tarOf(entries: TarFixture[]): Promise<Buffer> {
+  const tarStream = (await import('tar-stream')).default;
+  const pack = tarStream.pack();
+  const chunks: Buffer[] = [];
+  pack.on('data', (c: Buffer) => chunks.push(c));
+  const done = new Promise((r) => pack.on('end', r));
+  for (const { content, ...h } of entries) {
+    await new Promise<void>((resolve, reject) => pack.entry(h, content ?? '', (err) => (err ? reject(err) : resolve())));
+  }
+  pack.finalize();
+  await done;
+  return Buffer.concat(chunks);
+}
+
+/** `b` as a one-chunk async source. */
+export async function* once(b: Buffer): AsyncGenerator<Buffer> {
+  yield b;
+}

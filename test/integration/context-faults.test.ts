@@ -4,14 +4,14 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { status } from '@grpc/grpc-js';
-import tarStream from 'tar-stream';
+import type tarStream from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ContextCache } from '../../src/cache/context-cache.js';
 import { END_OF_ARCHIVE } from '../../src/host/tar-writer.js';
 import { runCli } from '../harness/cli.js';
 import { fakeBuild, type WalkContext } from '../harness/fake-host.js';
 import { startShim, type Shim } from '../harness/shim.js';
-import { writeTree } from '../harness/tree.js';
+import { tarOf, writeTree } from '../harness/tree.js';
 
 const buildkitAddr = inject('buildkitAddr');
 let shim: Shim;
@@ -26,18 +26,6 @@ afterAll(async () => {
   if (work) await fsp.rm(work, { recursive: true, force: true });
 });
 
-async function tarOf(entries: Array<tarStream.Headers & { content?: string }>): Promise<Buffer> {
-  const pack = tarStream.pack();
-  const chunks: Buffer[] = [];
-  pack.on('data', (c: Buffer) => chunks.push(c));
-  const done = new Promise((r) => pack.on('end', r));
-  for (const { content, ...h } of entries) {
-    await new Promise<void>((res, rej) => pack.entry(h, content ?? '', (e) => (e ? rej(e) : res())));
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
 
 /** Answers the frontend's small Walks (.dockerignore) with an empty tar; `main` gets the rest. */
 function walks(main: (w: WalkContext) => void | Promise<void>) {

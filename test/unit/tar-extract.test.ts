@@ -3,31 +3,13 @@
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import tarStream from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { extractContextTar } from '../../src/fssync/tar-extract.js';
 import { GoMode } from '../../src/fssync/filemode.js';
 import { entryHeader, contentPadding, END_OF_ARCHIVE } from '../../src/host/tar-writer.js';
+import { once, tarOf, type TarFixture } from '../harness/tree.js';
 
-type Entry = tarStream.Headers & { content?: string };
-
-async function tarOf(entries: Entry[]): Promise<Buffer> {
-  const pack = tarStream.pack();
-  const chunks: Buffer[] = [];
-  pack.on('data', (c: Buffer) => chunks.push(c));
-  const done = new Promise((r) => pack.on('end', r));
-  for (const e of entries) {
-    const { content, ...h } = e;
-    await new Promise<void>((resolve, reject) => pack.entry(h, content ?? '', (err) => (err ? reject(err) : resolve())));
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
-
-async function* once(b: Buffer) {
-  yield b;
-}
+type Entry = TarFixture;
 
 let dir: string;
 beforeEach(async () => {

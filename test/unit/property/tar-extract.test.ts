@@ -3,35 +3,17 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
-import tarStream from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extractContextTar } from '../../../src/fssync/tar-extract.js';
 import { ShimError } from '../../../src/rpc/errors.js';
 import { comparePaths } from '../../../src/fssync/paths.js';
 import { isGoDir, isGoRegular } from '../../../src/fssync/filemode.js';
 import { END_OF_ARCHIVE, contentPadding, entryHeader } from '../../../src/host/tar-writer.js';
+import { once, tarOf, type TarFixture } from '../../harness/tree.js';
 
 const RUNS = 150;
 
-type Entry = tarStream.Headers & { content?: string };
-
-async function tarOf(entries: Entry[]): Promise<Buffer> {
-  const pack = tarStream.pack();
-  const chunks: Buffer[] = [];
-  pack.on('data', (c: Buffer) => chunks.push(c));
-  const done = new Promise((r) => pack.on('end', r));
-  for (const e of entries) {
-    const { content, ...h } = e;
-    await new Promise<void>((resolve, reject) => pack.entry(h, content ?? '', (err) => (err ? reject(err) : resolve())));
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
-}
-
-async function* once(b: Buffer) {
-  yield b;
-}
+type Entry = TarFixture;
 
 const seg = fc.constantFrom('a', 'b', 'evil', '..', '.', 'é', 'n'.repeat(120), 'ü'.repeat(60), 'x y');
 const name = fc.oneof(
