@@ -10,10 +10,10 @@
  */
 import http2 from 'node:http2';
 import net from 'node:net';
-import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { Code, ShimError, toStatus } from './errors.js';
-import { deframe, frame } from './framing.js';
+import { drainOrClose } from './drain.js';
+import { deframe, frame, framePrefix } from './framing.js';
 
 export type Metadata = ReadonlyMap<string, readonly string[]>;
 
@@ -36,6 +36,8 @@ export interface ServerCall<Req, Res> {
   send(msg: Res): Promise<void>;
   /** Sends raw, already serialized bytes as one message. */
   sendRaw(msg: Uint8Array): Promise<void>;
+  /** Sends one message given as consecutive pieces of its serialized bytes (not copied). */
+  sendParts(parts: readonly Uint8Array[]): Promise<void>;
 }
 
 type Handler = (call: ServerCall<unknown, unknown>) => Promise<unknown>;
@@ -247,16 +249,30 @@ export class RpcServer {
       headersSent = true;
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
     };
-    const sendRaw = async (bytes: Uint8Array): Promise<void> => {
+    const writable = () => {
       if (controller.signal.aborted || stream.destroyed) {
         throw new ShimError(Code.CANCELLED, 'cancelled', `call ${path} is closed`);
       }
       sendHeaders();
-      // Node's default high-water mark (16 KiB) would make nearly every small message
-      // wait for a drain; allow a larger buffer, still bounded.
-      if (!stream.write(frame(bytes)) && stream.writableLength > sendBufferLimit) {
-        await Promise.race([once(stream, 'drain'), once(stream, 'close')]);
-      }
+    };
+    // Node's default high-water mark (16 KiB) would make nearly every small message wait
+    // for a drain; allow a larger buffer, still bounded.
+    const backPressure = async (ok: boolean) => {
+      if (!ok && stream.writableLength > sendBufferLimit) await drainOrClose(stream);
+    };
+    const sendRaw = async (bytes: Uint8Array): Promise<void> => {
+      writable();
+      await backPressure(stream.write(frame(bytes)));
+    };
+    const sendParts = async (parts: readonly Uint8Array[]): Promise<void> => {
+      writable();
+      let len = 0;
+      for (const p of parts) len += p.length;
+      stream.cork();
+      let ok = stream.write(framePrefix(len));
+      for (const p of parts) if (p.length) ok = stream.write(p);
+      stream.uncork();
+      await backPressure(ok);
     };
     const maxSize = this.limits.maxReceiveMessageSize;
     const call: ServerCall<unknown, unknown> = {
@@ -268,6 +284,7 @@ export class RpcServer {
         decodeAll(deframe(stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>, maxSize), route.def.requestDeserialize),
       send: (msg) => sendRaw(route.def.responseSerialize(msg)),
       sendRaw,
+      sendParts,
     };
 
     try {

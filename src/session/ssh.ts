@@ -7,6 +7,7 @@ import net from 'node:net';
 import { SSHService } from '../gen/github.com/moby/buildkit/session/sshforward/ssh.js';
 import { Code, ShimError } from '../rpc/errors.js';
 import type { RpcServer } from '../rpc/server.js';
+import { drainOrClose } from '../rpc/drain.js';
 import { firstValue } from './metadata.js';
 
 export const SSH_ID_HEADER = 'buildkit.ssh.id';
@@ -31,7 +32,7 @@ export function registerSsh(server: RpcServer, agents: ReadonlyMap<string, strin
     });
     const done = new Promise<void>((resolve) => sock.once('close', () => resolve()));
     const toAgent = (async () => {
-      for await (const m of call.messages()) if (!sock.write(m.data)) await new Promise((r) => sock.once('drain', r));
+      for await (const m of call.messages()) if (!sock.write(m.data)) await drainOrClose(sock);
       sock.end();
     })();
     try {
