@@ -40,6 +40,13 @@ trap 'rm -rf "$TMP_OUT"' EXIT
   -I "$WKT_INCLUDE" \
   "${PROTOS[@]/#/$PROTO_DIR/}"
 
+# Decoded bytes fields become views of the message buffer instead of copies (ts-proto's
+# env=node copies each one). Every buffer we decode is owned by that one message: our
+# deframer hands out assembled buffers or views it chose not to copy, grpc-js one buffer
+# per message. For a 4 MiB context chunk this saves one copy of every byte received.
+find "$TMP_OUT" -name '*.ts' -print0 | xargs -0 sed -i \
+  's/Buffer\.from(reader\.bytes())/((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes())/g'
+
 rm -rf "$OUT_DIR"
 mkdir -p "$(dirname "$OUT_DIR")"
 cp -R "$TMP_OUT" "$OUT_DIR"

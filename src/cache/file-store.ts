@@ -272,15 +272,15 @@ async function* followIncoming(inc: Incoming, final: string): AsyncGenerator<Buf
       return fsp.open(final, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     });
     let off = 0;
-    const buf = Buffer.allocUnsafe(1 << 20);
     while (off < inc.size) {
       await inc.progressPast(off);
       if (inc.error) throw inc.error;
-      const want = Math.min(buf.length, (inc.finished ? inc.size : inc.written) - off);
-      const { bytesRead } = await fh.read(buf, 0, want, off);
+      // A buffer per read, handed on as it is: the consumer keeps it, nothing is copied.
+      const buf = Buffer.allocUnsafeSlow(Math.min(1 << 20, (inc.finished ? inc.size : inc.written) - off));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, off);
       if (bytesRead === 0) throw new ShimError(Code.INTERNAL, 'context-content', `context file content ${inc.digest} ended early`);
       off += bytesRead;
-      yield Buffer.from(buf.subarray(0, bytesRead));
+      yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
     }
     // Never hand out the end of a file whose digest has not been checked.
     await inc.done;

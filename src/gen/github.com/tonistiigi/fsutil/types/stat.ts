@@ -343,7 +343,7 @@ export const Stat_XattrsEntry: MessageFns<Stat_XattrsEntry> = {
               break;
             }
 
-            message.value = Buffer.from(reader.bytes());
+            message.value = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }

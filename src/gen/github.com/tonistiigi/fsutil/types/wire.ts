@@ -138,7 +138,7 @@ export const Packet: MessageFns<Packet> = {
               break;
             }
 
-            message.data = Buffer.from(reader.bytes());
+            message.data = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }

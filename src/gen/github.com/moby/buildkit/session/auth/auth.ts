@@ -505,7 +505,7 @@ export const GetTokenAuthorityRequest: MessageFns<GetTokenAuthorityRequest> = {
               break;
             }
 
-            message.Salt = Buffer.from(reader.bytes());
+            message.Salt = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }
@@ -579,7 +579,7 @@ export const GetTokenAuthorityResponse: MessageFns<GetTokenAuthorityResponse> = 
               break;
             }
 
-            message.PublicKey = Buffer.from(reader.bytes());
+            message.PublicKey = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }
@@ -660,7 +660,7 @@ export const VerifyTokenAuthorityRequest: MessageFns<VerifyTokenAuthorityRequest
               break;
             }
 
-            message.Payload = Buffer.from(reader.bytes());
+            message.Payload = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
           case 3: {
@@ -668,7 +668,7 @@ export const VerifyTokenAuthorityRequest: MessageFns<VerifyTokenAuthorityRequest
               break;
             }
 
-            message.Salt = Buffer.from(reader.bytes());
+            message.Salt = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }
@@ -747,7 +747,7 @@ export const VerifyTokenAuthorityResponse: MessageFns<VerifyTokenAuthorityRespon
               break;
             }
 
-            message.Signed = Buffer.from(reader.bytes());
+            message.Signed = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }

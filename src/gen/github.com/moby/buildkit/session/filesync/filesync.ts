@@ -59,7 +59,7 @@ export const BytesMessage: MessageFns<BytesMessage> = {
               break;
             }
 
-            message.data = Buffer.from(reader.bytes());
+            message.data = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }

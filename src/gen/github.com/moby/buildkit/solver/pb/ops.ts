@@ -3810,7 +3810,7 @@ export const SourceInfo: MessageFns<SourceInfo> = {
               break;
             }
 
-            message.data = Buffer.from(reader.bytes());
+            message.data = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
           case 3: {
@@ -4565,7 +4565,7 @@ export const Definition: MessageFns<Definition> = {
               break;
             }
 
-            message.def.push(Buffer.from(reader.bytes()));
+            message.def.push(((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes()));
             continue;
           }
           case 2: {
@@ -5435,7 +5435,7 @@ export const FileActionMkFile: MessageFns<FileActionMkFile> = {
               break;
             }
 
-            message.data = Buffer.from(reader.bytes());
+            message.data = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
           case 4: {

@@ -2926,7 +2926,7 @@ export const VertexLog: MessageFns<VertexLog> = {
               break;
             }
 
-            message.msg = Buffer.from(reader.bytes());
+            message.msg = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }
@@ -3049,7 +3049,7 @@ export const VertexWarning: MessageFns<VertexWarning> = {
               break;
             }
 
-            message.short = Buffer.from(reader.bytes());
+            message.short = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
           case 4: {
@@ -3057,7 +3057,7 @@ export const VertexWarning: MessageFns<VertexWarning> = {
               break;
             }
 
-            message.detail.push(Buffer.from(reader.bytes()));
+            message.detail.push(((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes()));
             continue;
           }
           case 5: {
@@ -3184,7 +3184,7 @@ export const BytesMessage: MessageFns<BytesMessage> = {
               break;
             }
 
-            message.data = Buffer.from(reader.bytes());
+            message.data = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }

@@ -1090,7 +1090,7 @@ export const ReadContentResponse: MessageFns<ReadContentResponse> = {
               break;
             }
 
-            message.data = Buffer.from(reader.bytes());
+            message.data = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }
@@ -1669,7 +1669,7 @@ export const WriteContentRequest: MessageFns<WriteContentRequest> = {
               break;
             }
 
-            message.data = Buffer.from(reader.bytes());
+            message.data = ((b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
           case 7: {
