@@ -83,7 +83,7 @@ export async function serve(argv: string[]): Promise<number> {
     if (!m) throw new UsageError(`invalid --debug-addr ${values['debug-addr']}: host:port`, serveUsage);
     closeMetrics = await metrics.serve(m[1]!.replace(/^\[|\]$/g, ''), Number(m[2]));
   }
-  registerBuilder(server, { control, buildkit, exportsDir, cache, defaultPlatform: nativePlatform(), log, metrics });
+  registerBuilder(server, { control, buildkitAddr, buildkit, exportsDir, cache, defaultPlatform: nativePlatform(), log, metrics });
   for (const l of listens) await listenOn(server, l);
   log.info({ listen: values.listen, buildkit: buildkitAddr }, 'serving');
   if (supervisor) void supervisor.start().catch((err) => log.error({ err: String(err) }, 'buildkitd did not start'));

@@ -5,11 +5,10 @@
  * (one header field each) are exactly those registered on the session's server.
  */
 import { randomBytes } from 'node:crypto';
-import { Metadata as GrpcMetadata } from '@grpc/grpc-js';
-import type { ControlClient } from '../gen/github.com/moby/buildkit/api/services/control/control.js';
+import { RawBidiCall } from '../rpc/client.js';
 import { RpcServer } from '../rpc/server.js';
 import { registerHealth } from './health.js';
-import { tunnelDuplex, type BytesCall } from './tunnel.js';
+import { tunnelDuplex } from './tunnel.js';
 
 /** BuildKit's identity.NewID: 25 characters of base36. */
 export function newSessionId(): string {
@@ -33,37 +32,40 @@ export interface SessionOptions {
 export class BuildkitSession {
   readonly id = newSessionId();
   readonly server = new RpcServer({ maxReceiveMessageSize: 64 << 20 });
-  private call: ReturnType<ControlClient['session']> | undefined;
+  private call: RawBidiCall | undefined;
   /** Settles when the tunnel closes. */
   readonly closed: Promise<void>;
   private resolveClosed!: () => void;
 
+  /** `buildkitAddr`: buildkitd's address (`unix:///path` or `host:port`). */
   constructor(
-    private readonly control: ControlClient,
+    private readonly buildkitAddr: string,
     opts: SessionOptions,
   ) {
     this.closed = new Promise((r) => (this.resolveClosed = r));
     registerHealth(this.server);
     opts.attach(this.server);
-    const md = new GrpcMetadata();
-    md.set('x-docker-expose-session-uuid', this.id);
-    md.set('x-docker-expose-session-name', opts.name);
-    md.set('x-docker-expose-session-sharedkey', opts.sharedKey);
-    for (const m of this.server.methods()) md.add('x-docker-expose-session-grpc-method', m);
-    this.md = md;
+    this.md = [
+      ['x-docker-expose-session-uuid', this.id],
+      ['x-docker-expose-session-name', opts.name],
+      ['x-docker-expose-session-sharedkey', opts.sharedKey],
+      ...this.server.methods().map((m) => ['x-docker-expose-session-grpc-method', m] as const),
+    ];
   }
 
-  private readonly md: GrpcMetadata;
+  private readonly md: ReadonlyArray<readonly [string, string]>;
 
-  /** Opens the tunnel; buildkitd registers the session once its HTTP/2 handshake completes. */
+  /**
+   * Opens the tunnel (Control.Session on a connection of its own); buildkitd registers the
+   * session once its HTTP/2 handshake completes.
+   */
   start(): void {
-    const call = this.control.session(this.md);
+    const call = new RawBidiCall(this.buildkitAddr, '/moby.buildkit.v1.Control/Session', this.md, { maxReceiveMessageSize: 64 << 20 });
     this.call = call;
-    const duplex = tunnelDuplex(call as unknown as BytesCall);
+    const duplex = tunnelDuplex(call);
     duplex.on('error', () => {});
     duplex.on('close', () => this.resolveClosed());
-    call.on('status', () => this.resolveClosed());
-    call.on('error', () => this.resolveClosed());
+    void call.status.then(() => this.resolveClosed());
     this.server.injectConnection(duplex);
   }
 

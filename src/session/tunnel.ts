@@ -1,40 +1,68 @@
 import { Duplex } from 'node:stream';
+import { Code } from '../rpc/errors.js';
+import type { RawBidiCall } from '../rpc/client.js';
+import { fieldHead } from '../rpc/wire.js';
 
-/** The part of a grpc-js bidi call of BytesMessage that the tunnel needs. */
-export interface BytesCall {
-  write(msg: { data: Uint8Array }, cb: (err?: Error | null) => void): boolean;
-  once(event: 'drain', fn: () => void): this;
-  end(): void;
-  cancel(): void;
-  pause(): void;
-  resume(): void;
-  on(event: 'data', fn: (msg: { data: Uint8Array }) => void): this;
-  on(event: 'end', fn: () => void): this;
-  on(event: 'error', fn: (err: Error) => void): this;
-  on(event: 'status', fn: (st: unknown) => void): this;
+/** The serialized head of a BytesMessage (field 1, bytes) whose data is `length` bytes. */
+export function bytesMessageHead(length: number): Buffer {
+  return length ? fieldHead(1, length) : Buffer.alloc(0);
+}
+
+/** The data of a serialized BytesMessage, as a view; unknown fields are skipped. */
+export function bytesMessageData(msg: Buffer): Buffer {
+  let data = msg.subarray(0, 0);
+  let pos = 0;
+  const varint = (): number => {
+    let v = 0;
+    for (let shift = 0; shift < 35; shift += 7) {
+      if (pos >= msg.length) throw new Error('truncated BytesMessage');
+      const b = msg[pos++]!;
+      v += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) return v;
+    }
+    throw new Error('bad varint in BytesMessage');
+  };
+  while (pos < msg.length) {
+    const tag = varint();
+    const wire = tag & 7;
+    if (wire === 2) {
+      const len = varint();
+      if (pos + len > msg.length) throw new Error('truncated BytesMessage');
+      if (tag >>> 3 === 1) data = msg.subarray(pos, pos + len);
+      pos += len;
+    } else if (wire === 0) varint();
+    else if (wire === 1) pos += 8;
+    else if (wire === 5) pos += 4;
+    else throw new Error(`unsupported wire type ${wire} in BytesMessage`);
+  }
+  if (pos > msg.length) throw new Error('truncated BytesMessage');
+  return data;
 }
 
 /**
  * Turns BuildKit's Control.Session call (a stream of BytesMessage each way) into a byte
  * Duplex, so an HTTP/2 server can run on it: buildkitd dials gRPC back to us through it.
- * Reads pause the call when the Duplex buffer is full; writes wait for the call's drain.
+ * What the inner connection writes meanwhile goes out as one message, its chunks passed
+ * on without copying; reading stops while the Duplex buffer is full.
  */
-export function tunnelDuplex(call: BytesCall): Duplex {
+export function tunnelDuplex(call: RawBidiCall): Duplex {
+  let wakeReader: (() => void) | undefined;
   let ended = false;
-  const drained = (cb: () => void) => call.once('drain', cb);
   const duplex = new Duplex({
     allowHalfOpen: true,
     read() {
-      call.resume();
+      wakeReader?.();
+      wakeReader = undefined;
     },
-    // Complete a write as soon as grpc-js has queued it (waiting for its flush callback
-    // would serialise every HTTP/2 frame of the inner connection behind a socket write);
-    // back-pressure comes from write() returning false. Chunks written meanwhile are
-    // coalesced into one message.
+    // Complete a write as soon as it is queued on the call (waiting for the flush would
+    // serialise every frame of the inner connection behind a socket write); back-pressure
+    // comes from the call's send buffer.
     writev(chunks, cb) {
-      const data = chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk as Buffer));
-      if (call.write({ data }, () => {})) cb();
-      else drained(cb);
+      let len = 0;
+      for (const c of chunks) len += (c.chunk as Buffer).length;
+      const parts = [bytesMessageHead(len), ...chunks.map((c) => c.chunk as Buffer)];
+      if (call.write(parts)) cb();
+      else void call.drained().then(() => cb());
     },
     final(cb) {
       call.end();
@@ -45,18 +73,21 @@ export function tunnelDuplex(call: BytesCall): Duplex {
       cb(err);
     },
   });
-  // Attach the consumer at once: a grpc-js call that is not read from the start buffers
-  // without bound.
-  call.on('data', (msg) => {
-    if (!duplex.push(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength))) call.pause();
-  });
-  call.on('end', () => {
-    ended = true;
-    duplex.push(null);
-  });
-  call.on('error', (err) => {
-    ended = true;
-    duplex.destroy(err);
-  });
+  void (async () => {
+    try {
+      for await (const msg of call.messages()) {
+        const data = bytesMessageData(msg);
+        if (data.length && !duplex.push(data)) await new Promise<void>((r) => (wakeReader = r));
+      }
+      duplex.push(null);
+      const st = await call.status;
+      ended = true;
+      if (st.code !== Code.OK) duplex.destroy(new Error(st.details));
+    } catch (err) {
+      ended = true;
+      const st = await call.status;
+      duplex.destroy(new Error(st.code === Code.OK ? String((err as Error)?.message ?? err) : st.details));
+    }
+  })();
   return duplex;
 }

@@ -36,6 +36,8 @@ import type { Metrics } from './metrics.js';
 
 export interface BuildEnv {
   control: ControlClient;
+  /** Where `control` connects; the session tunnel opens a connection of its own there. */
+  buildkitAddr: string;
   buildkit: BuildkitHealth;
   exportsDir: string;
   cache: ContextCache;
@@ -165,7 +167,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
         signal: req.signal,
       };
       const entry = opts.manifestTransfer
-        ? await walkManifest({ channel, files: env.cache.files, manifests: env.cache.manifests, contextPath: opts.contextPath, onFetchError: (err) => log.warn({ err: String(err) }, 'context fetch failed') }, walk)
+        ? await walkManifest({ channel, files: env.cache.files, manifests: env.cache.manifests, contextPath: opts.contextPath, onFetchError: (err) => log.warn({ err: String(err) }, 'context fetch failed'), onFetched: (files, bytes, ms) => log.debug({ files, bytes, ms }, 'context fetched') }, walk)
         : await walkFromHost(channel, env.cache, walk);
       log.debug({ dir: req.dirName, ms: Date.now() - started, hit: entry.hit, key: entry.key }, 'context received');
       return { source: entry, entries: await selectEntries(entry, req), release: () => entry.release() };
@@ -174,7 +176,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   };
 
   const sshAgents = parseSshSpecs(opts.ssh);
-  const session = new BuildkitSession(env.control, {
+  const session = new BuildkitSession(env.buildkitAddr, {
     name: `builder-shim ${opts.buildId}`,
     // Stable per host context, so buildkitd keeps the last copy of the context and asks
     // only for the files whose metadata changed (as `buildctl --local` does).

@@ -1,0 +1,146 @@
+/**
+ * A minimal gRPC client for one bidirectional call on its own HTTP/2 connection, for the
+ * bulk path to buildkitd (the BuildKit session tunnel). grpc-js serializes each message
+ * into a fresh buffer and then copies it once more to frame it; here a message is written
+ * as the pieces the caller has (a few header bytes, then the payload as it is), and the
+ * receive windows are ours to set. Only what the session call needs: no compression, no
+ * retries, status from trailers.
+ */
+import http2 from 'node:http2';
+import net from 'node:net';
+import { Code, ShimError } from './errors.js';
+import { drainOrClose } from './drain.js';
+import { deframe, framePrefix } from './framing.js';
+
+export interface CallStatus {
+  code: Code;
+  details: string;
+}
+
+export interface RawCallOptions {
+  /** Per-stream and per-connection receive windows, in bytes. */
+  windowSize?: number;
+  maxReceiveMessageSize?: number;
+}
+
+/** Bytes a call may have queued before `write` asks the caller to wait for a drain. */
+const sendBufferLimit = 1 << 20;
+
+/** `unix:///path`, `unix:/path`, `unix:path`, `tcp://host:port` or `host:port`. */
+export function dialTarget(addr: string): () => net.Socket {
+  const unix = /^unix:(?:\/\/)?(.+)$/.exec(addr);
+  if (unix) return () => net.connect({ path: unix[1]! });
+  const tcp = /^(?:tcp:\/\/|dns:\/\/\/)?\[?([^\]]+?)\]?:(\d+)$/.exec(addr);
+  if (tcp) return () => net.connect({ host: tcp[1]!, port: Number(tcp[2]) });
+  throw new ShimError(Code.INVALID_ARGUMENT, 'bad-address', `cannot dial ${JSON.stringify(addr)}: expected unix:///path or host:port`);
+}
+
+function decodeGrpcMessage(v: string): string {
+  try {
+    return decodeURIComponent(v);
+  } catch {
+    return v;
+  }
+}
+
+/** One bidirectional call. Read `messages()` from the start; `status` settles at the end. */
+export class RawBidiCall {
+  readonly status: Promise<CallStatus>;
+  private readonly session: http2.ClientHttp2Session;
+  private readonly req: http2.ClientHttp2Stream;
+  private recorded: CallStatus | undefined;
+  private cancelled = false;
+
+  constructor(addr: string, path: string, metadata: ReadonlyArray<readonly [string, string]>, private readonly opts: RawCallOptions = {}) {
+    const windowSize = opts.windowSize ?? 16 << 20;
+    const connect = dialTarget(addr);
+    this.session = http2.connect('http://localhost', {
+      createConnection: () => connect(),
+      settings: { initialWindowSize: windowSize, enablePush: false },
+    });
+    this.session.on('error', (err) => this.record(Code.UNAVAILABLE, `connection to ${addr} failed: ${err.message}`));
+    this.session.on('connect', () => {
+      try {
+        this.session.setLocalWindowSize(windowSize);
+      } catch {
+        // closing already
+      }
+    });
+    const headers: http2.OutgoingHttpHeaders = {
+      ':method': 'POST',
+      ':path': path,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    };
+    for (const [k, v] of metadata) {
+      const key = k.toLowerCase();
+      const prev = headers[key];
+      headers[key] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
+    }
+    this.req = this.session.request(headers);
+    this.req.on('error', (err) => this.record(Code.UNAVAILABLE, `call ${path} failed: ${err.message}`));
+    let settle!: (st: CallStatus) => void;
+    this.status = new Promise((resolve) => (settle = resolve));
+    // The call is over once the server's status arrives (trailers, or a trailers-only
+    // response); our side is then ended so the stream, and the connection, close.
+    const fromHeaders = (h: http2.IncomingHttpHeaders) => {
+      const code = h['grpc-status'];
+      if (code === undefined) return;
+      this.record(Number(code) as Code, decodeGrpcMessage(String(h['grpc-message'] ?? '')));
+      settle(this.recorded!);
+      this.end();
+    };
+    this.req.on('response', (h) => {
+      const st = Number(h[':status']);
+      if (st !== 200) this.record(Code.UNKNOWN, `call ${path}: HTTP status ${st}`);
+      fromHeaders(h);
+    });
+    this.req.on('trailers', fromHeaders);
+    this.req.on('close', () => {
+      if (this.cancelled) this.record(Code.CANCELLED, `call ${path} cancelled`);
+      else if (this.req.rstCode) this.record(Code.UNAVAILABLE, `call ${path} reset by the peer (HTTP/2 error ${this.req.rstCode})`);
+      else this.record(Code.UNKNOWN, `call ${path} ended without a status`);
+      this.session.close();
+      settle(this.recorded!);
+    });
+  }
+
+  private record(code: Code, details: string): void {
+    this.recorded ??= { code, details };
+  }
+
+  /** Incoming messages (each its own buffer or an exclusive view). */
+  messages(): AsyncGenerator<Buffer> {
+    return deframe(this.req as AsyncIterable<Buffer>, this.opts.maxReceiveMessageSize ?? 64 << 20);
+  }
+
+  /**
+   * Sends one message made of `parts` (not copied). False when the send buffer is full:
+   * wait for `drained()` before the next write.
+   */
+  write(parts: readonly Uint8Array[]): boolean {
+    if (this.req.destroyed || this.req.writableEnded) return true;
+    let len = 0;
+    for (const p of parts) len += p.length;
+    this.req.cork();
+    let ok = this.req.write(framePrefix(len));
+    for (const p of parts) if (p.length) ok = this.req.write(p);
+    this.req.uncork();
+    return ok || this.req.writableLength <= sendBufferLimit;
+  }
+
+  drained(): Promise<void> {
+    return this.req.destroyed ? Promise.resolve() : drainOrClose(this.req);
+  }
+
+  /** Half-closes our side. */
+  end(): void {
+    if (!this.req.destroyed && !this.req.writableEnded) this.req.end();
+  }
+
+  cancel(): void {
+    if (this.req.destroyed) return;
+    this.cancelled = true;
+    this.req.close(http2.constants.NGHTTP2_CANCEL);
+  }
+}
