@@ -224,7 +224,7 @@ export async function build(argv: string[]): Promise<number> {
     await probeBuilder(client).catch((err) => {
       throw new BuildFailed(`builder at ${builderAddr} is not answering: ${(err as Error).message}`, 14);
     });
-    const res = await runHostBuild(client, {
+    const res = await runHostBuild({
       builder: builderAddr,
       exportsDir: path.resolve(exportsDir),
       contextDir,

@@ -5,11 +5,13 @@
  * from the exports directory once the call ends OK.
  */
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Metadata, credentials, status as GrpcStatus, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
-import { BuilderClient, TransferDirection, type ClientStream, type ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
+import { Metadata, credentials, status as GrpcStatus } from '@grpc/grpc-js';
+import { BuildTransfer, BuilderClient, ClientStream, ImageTransfer, ServerStream, TransferDirection } from '../gen/com/apple/container/build/v1/builder.js';
+import { RawBidiCall } from '../rpc/client.js';
+import { Code } from '../rpc/errors.js';
+import { fieldHead } from '../rpc/wire.js';
 import { HEADER_STAGE, STREAM_CHUNK, splitHeaders } from '../protocol/streamed-headers.js';
 import { encodeTerminalCommand } from '../protocol/terminal.js';
 import { ManifestServer, answerInfo, answerRead, answerWalk, answerWalkJson } from './fssync.js';
@@ -110,7 +112,30 @@ export function buildHeaders(opts: HostBuildOptions, buildId: string): Array<[st
   return md;
 }
 
-export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions): Promise<HostBuildResult> {
+/** PerformBuild's path; the host speaks it with its own client (see `clientStreamParts`). */
+const PERFORM_BUILD = '/com.apple.container.build.v1.Builder/PerformBuild';
+
+/**
+ * Serializes one ClientStream as pieces: a large `data` of a build or image transfer is
+ * written last in its message and passed on unchanged, so context and image bytes are not
+ * copied into an encoder (protobuf decoders accept fields in any order).
+ */
+export function clientStreamParts(msg: ClientStream): Uint8Array[] {
+  const inner = msg.buildTransfer ?? msg.imageTransfer;
+  if (!inner || inner.data.length < 64 << 10) return [ClientStream.encode(msg).finish()];
+  const data = inner.data;
+  const innerHead = msg.buildTransfer
+    ? BuildTransfer.encode({ ...msg.buildTransfer, data: EMPTY }).finish()
+    : ImageTransfer.encode({ ...msg.imageTransfer!, data: EMPTY }).finish();
+  const dataHead = fieldHead(5, data.length);
+  const outer = ClientStream.encode({ ...msg, buildTransfer: undefined, imageTransfer: undefined }).finish();
+  const nested = innerHead.length + dataHead.length + data.length;
+  return [outer, fieldHead(msg.buildTransfer ? 4 : 5, nested), innerHead, dataHead, data];
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export async function runHostBuild(opts: HostBuildOptions): Promise<HostBuildResult> {
   const buildId = randomUUID().toUpperCase();
   const buildDir = path.join(opts.exportsDir, buildId);
   await fsp.mkdir(buildDir, { recursive: true });
@@ -118,13 +143,11 @@ export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions
   let contextBytes = 0;
   try {
     const { headers, streamed } = splitHeaders(buildHeaders(opts, buildId));
-    const md = new Metadata();
-    for (const [k, v] of headers) md.add(k, v);
-    const call: ClientDuplexStream<ClientStream, ServerStream> = client.performBuild(md);
+    const call = new RawBidiCall(opts.builder, PERFORM_BUILD, headers, { maxReceiveMessageSize: 64 << 20 });
     const onAbort = () => call.cancel();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     const send = async (msg: ClientStream) => {
-      if (!call.write(msg)) await Promise.race([once(call, 'drain'), once(call, 'close')]);
+      if (!call.write(clientStreamParts(msg))) await call.drained();
     };
     for (const [i, [key, value]] of streamed.entries()) {
       const bytes = Buffer.from(value);
@@ -151,7 +174,7 @@ export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions
     if (opts.progress === 'tty') {
       winch();
       process.on('SIGWINCH', winch);
-      call.on('close', () => process.off('SIGWINCH', winch));
+      void call.status.then(() => process.off('SIGWINCH', winch));
     }
     const manifests = opts.contextStateDir ? new ManifestServer(opts.contextDir, opts.contextStateDir) : undefined;
     const handlers = new Set<Promise<void>>();
@@ -189,24 +212,24 @@ export async function runHostBuild(client: BuilderClient, opts: HostBuildOptions
       if (msg.imageTransfer) return opts.images.answer(msg.buildId, msg.imageTransfer, send);
       // Requests no handler accepts are dropped, as apple's host does.
     };
-    const status = new Promise<{ code: number; details: string }>((resolve) => {
-      call.on('status', (s) => resolve({ code: s.code, details: s.details }));
-      call.on('error', (e: ServiceError) => resolve({ code: e.code ?? GrpcStatus.UNKNOWN, details: e.details ?? e.message }));
-    });
-    call.on('data', (msg: ServerStream) => {
+    const dispatch = (msg: ServerStream) => {
       const p = handle(msg).catch((err) => {
         handlerError ??= err;
         call.cancel();
       });
       handlers.add(p);
       void p.finally(() => handlers.delete(p));
-    });
-    const st = await status;
+    };
+    const reading = (async () => {
+      for await (const raw of call.messages()) dispatch(ServerStream.decode(raw));
+    })();
+    reading.catch(() => {}); // a broken stream ends the call; its status says why
+    const st = await call.status;
     opts.signal?.removeEventListener('abort', onAbort);
     await Promise.allSettled([...handlers]);
     call.end();
     if (handlerError) throw new BuildFailed(`host failed to serve the build: ${(handlerError as Error).message}`, GrpcStatus.INTERNAL);
-    if (st.code !== GrpcStatus.OK) throw new BuildFailed(st.details, st.code);
+    if (st.code !== Code.OK) throw new BuildFailed(st.details, st.code);
     const written = await collectOutputs(buildDir, opts.outputs);
     // An image output without dest goes into the host's image store under every tag.
     const loaded: string[] = [];
