@@ -38,6 +38,8 @@ export interface ManifestWalkEnv {
   contextPath: string;
   /** Told when fetching contents fails (reads of the missing files fail too). */
   onFetchError?: (err: unknown) => void;
+  /** Told when every missing content has arrived. */
+  onFetched?: (files: number, bytes: number, ms: number) => void;
 }
 
 function meta(extra: Record<string, string>) {
@@ -122,8 +124,12 @@ export async function walkManifest(env: ManifestWalkEnv, req: WalkRequest): Prom
   for (const [d, size] of tree.sizes) if (d !== EMPTY_DIGEST && !(await env.files.has(d))) missing.push([d, size]);
   const stop = new AbortController();
   const signal = AbortSignal.any([req.signal, stop.signal]);
+  const fetchStart = Date.now();
   const fetching = missing.length ? fetchContents(env, missing, signal) : Promise.resolve();
-  fetching.catch((err) => env.onFetchError?.(err));
+  fetching.then(
+    () => missing.length && env.onFetched?.(missing.length, missing.reduce((n, [, size]) => n + size, 0), Date.now() - fetchStart),
+    (err) => env.onFetchError?.(err),
+  );
 
   let released = false;
   const digestOf = (rel: string) => {
