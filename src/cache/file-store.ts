@@ -32,6 +32,9 @@ export class Incoming {
   private readonly events = new EventEmitter();
   private fh: fsp.FileHandle | undefined;
   private readonly hash: Hash = createHash('sha256');
+  /** The last queued write (never rejects); a failed write is kept in `writeError`. */
+  private tail: Promise<void> = Promise.resolve();
+  private writeError: Error | undefined;
 
   constructor(
     readonly digest: string,
@@ -45,10 +48,23 @@ export class Incoming {
     this.done.catch(() => {});
   }
 
-  /** Appends bytes; the caller never writes more than `size` in total. */
-  async write(chunk: Buffer): Promise<void> {
-    this.fh ??= await fsp.open(this.tmp, 'wx', 0o600);
+  /**
+   * Appends bytes: they are hashed at once and written behind the earlier writes, so the
+   * caller may go on receiving while the disk catches up (it bounds what it leaves pending).
+   * The caller never writes more than `size` in total.
+   */
+  write(chunk: Buffer): Promise<void> {
     this.hash.update(chunk);
+    const p = this.tail.then(() => this.writeNow(chunk));
+    this.tail = p.catch((err: Error) => {
+      this.writeError ??= err;
+    });
+    return p;
+  }
+
+  private async writeNow(chunk: Buffer): Promise<void> {
+    if (this.writeError) throw this.writeError;
+    this.fh ??= await fsp.open(this.tmp, 'wx', 0o600);
     let off = 0;
     while (off < chunk.length) {
       const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, this.written);
@@ -60,6 +76,8 @@ export class Incoming {
 
   /** Checks the digest and moves the file into place. */
   async finish(final: string): Promise<void> {
+    await this.tail;
+    if (this.writeError) return this.fail(this.writeError);
     try {
       if (this.written !== this.size) throw new Error(`received ${this.written} of ${this.size} bytes`);
       const got = this.hash.digest('hex');
@@ -80,8 +98,10 @@ export class Incoming {
   async fail(err: Error): Promise<void> {
     if (this.finished || this.error) return;
     this.error = err;
+    this.writeError ??= err;
     this.settle(err);
     this.events.emit('progress');
+    await this.tail;
     await this.fh?.close().catch(() => {});
     this.fh = undefined;
     await fsp.rm(this.tmp, { force: true });

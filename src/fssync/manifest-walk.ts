@@ -27,6 +27,8 @@ export const MAX_MANIFEST_BYTES = 512 << 20;
 export const FETCH_BATCH = 4096;
 /** Files written at the same time. */
 const WRITERS = 32;
+/** Pieces of one large file left queued in the store while the next ones are received. */
+const PENDING_WRITES = 4;
 /** Files up to this size are gathered in memory and written in one call. */
 const GATHER = 4 << 20;
 
@@ -182,8 +184,10 @@ async function fetchBatch(env: ManifestWalkEnv, batch: Incoming[], signal: Abort
   };
   let i = 0;
   let cur: Incoming | undefined;
+  let curGot = 0; // bytes of `cur` received (its writes may still be queued)
   let gathered: Buffer[] = [];
   let gatheredLen = 0;
+  const pending: Array<Promise<void>> = [];
   const md = meta({ method: 'Fetch' });
   const wanted = Buffer.from(batch.map((inc) => inc.digest).join('\n'));
   for await (let data of exchange(env.channel, md, wanted, 'Fetch')) {
@@ -192,12 +196,14 @@ async function fetchBatch(env: ManifestWalkEnv, batch: Incoming[], signal: Abort
     while (data.length) {
       if (!cur) {
         cur = batch[i++];
+        curGot = 0;
         if (!cur) throw new ShimError(Code.INVALID_ARGUMENT, 'fetch-overrun', 'host sent more content than was asked for');
       }
-      const left = cur.size - cur.written - gatheredLen;
+      const left = cur.size - curGot;
       const n = Math.min(left, data.length);
       const piece = data.subarray(0, n);
       data = data.subarray(n);
+      curGot += n;
       const inc = cur;
       if (cur.size <= GATHER) {
         gathered.push(piece);
@@ -210,7 +216,9 @@ async function fetchBatch(env: ManifestWalkEnv, batch: Incoming[], signal: Abort
           await spawn(inc.write(whole).then(() => env.files.commit(inc, whole)));
         }
       } else {
-        await inc.write(piece);
+        // Keep receiving while a few writes are queued behind each other in the store.
+        pending.push(inc.write(piece).catch((err) => void (writeError ??= err)));
+        if (pending.length > PENDING_WRITES) await pending.shift();
         if (n === left) {
           cur = undefined;
           await spawn(env.files.commit(inc));
@@ -218,6 +226,7 @@ async function fetchBatch(env: ManifestWalkEnv, batch: Incoming[], signal: Abort
       }
     }
   }
+  await Promise.all(pending);
   await Promise.all(writes);
   if (writeError) throw writeError;
   if (cur || i < batch.length) throw new ShimError(Code.INVALID_ARGUMENT, 'fetch-short', `host sent ${i - (cur ? 1 : 0)} of ${batch.length} requested files`);

@@ -107,6 +107,33 @@ describe('file store', () => {
     }
   });
 
+  it('keeps queued writes in order, and a failed write fails the file without a leftover', async () => {
+    const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fstore-'));
+    try {
+      const store = new FileStore(root, 1 << 30);
+      await store.init();
+      await store.scan();
+      const pieces = Array.from({ length: 12 }, (_, i) => Buffer.alloc(300_000 + i, i + 1));
+      const content = Buffer.concat(pieces);
+      const d = createHash('sha256').update(content).digest('hex');
+      const inc = store.begin(d, content.length)!;
+      const writes = pieces.map((p) => inc.write(p)); // none awaited before the next
+      await store.commit(inc);
+      await Promise.all(writes);
+      expect((await store.read(d)).equals(content)).toBe(true);
+
+      const doomed = store.begin(sha('doomed'), 6)!;
+      const w1 = doomed.write(Buffer.from('abc'));
+      await store.abort(doomed, new Error('host went away'));
+      await w1.catch(() => {});
+      await expect(doomed.write(Buffer.from('def'))).rejects.toThrow(/host went away/);
+      expect(await store.has(sha('doomed'))).toBe(false);
+      expect(await fsp.readdir(path.join(root, 'tmp'))).toEqual([]);
+    } finally {
+      await fsp.rm(root, { recursive: true, force: true });
+    }
+  });
+
   it('evicts the least recently used unpinned files beyond its bound', async () => {
     const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fstore-'));
     try {
