@@ -11,6 +11,8 @@
  * (amd64 also takes 386, arm64 also takes arm/v8..v5, arm/v7 also takes v6, v5).
  */
 
+import { defaultPlatform, normalizePlatform as normalizeContainerdPlatform } from '../dockerfile/platform.js';
+
 // ---- grammar (distribution/reference regexp.go) ----
 
 const alphanumeric = '[a-z0-9]+';
@@ -266,51 +268,12 @@ export interface Platform {
   'os.features'?: string[];
 }
 
-function normalizeOS(os: string): string {
-  const o = os.toLowerCase();
-  return o === 'macos' ? 'darwin' : o;
-}
-
-function normalizeArch(arch: string, variant: string): [string, string] {
-  arch = arch.toLowerCase();
-  variant = variant.toLowerCase();
-  switch (arch) {
-    case 'i386':
-      return ['386', ''];
-    case 'x86_64':
-    case 'x86-64':
-    case 'amd64':
-      return ['amd64', variant === 'v1' ? '' : variant];
-    case 'aarch64':
-    case 'arm64':
-      return ['arm64', variant === '8' || variant === 'v8' || variant === 'v8.0' ? '' : variant];
-    case 'armhf':
-      return ['arm', 'v7'];
-    case 'armel':
-      return ['arm', 'v6'];
-    case 'arm':
-      if (variant === '' || variant === '7') return ['arm', 'v7'];
-      if (variant === '5' || variant === '6' || variant === '8') return ['arm', `v${variant}`];
-      return ['arm', variant];
-    default:
-      return [arch, variant];
-  }
-}
-
-/** containerd's platforms.Normalize: linux/aarch64 -> linux/arm64, linux/arm64/v8 -> linux/arm64, ... */
-export function normalizePlatform(p: Platform): Platform {
-  const [architecture, variant] = normalizeArch(p.architecture, p.variant ?? '');
-  const out: Platform = { os: normalizeOS(p.os), architecture };
-  if (variant) out.variant = variant;
-  if (p['os.version']) out['os.version'] = p['os.version'];
-  return out;
-}
-
-const nativeArch: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
+/** containerd's platforms.Normalize (one implementation, shared with the Dockerfile reader). */
+export const normalizePlatform: (p: Platform) => Platform = normalizeContainerdPlatform;
 
 /** This machine's platform, e.g. linux/amd64 (linux whatever the host OS: images are Linux). */
 export function hostPlatform(): Platform {
-  return normalizePlatform({ os: 'linux', architecture: nativeArch[process.arch] ?? process.arch });
+  return normalizePlatform(defaultPlatform());
 }
 
 /**
@@ -329,7 +292,7 @@ export function parsePlatform(spec: string | Platform): Platform {
     const only = parts[0]!.toLowerCase();
     // like containerd: a lone OS gets this machine's architecture, a lone architecture gets linux
     if (['linux', 'windows', 'darwin', 'macos', 'freebsd'].includes(only)) {
-      return normalizePlatform({ os: only, architecture: nativeArch[process.arch] ?? process.arch });
+      return normalizePlatform({ os: only, architecture: defaultPlatform().architecture });
     }
     return normalizePlatform({ os: 'linux', architecture: only });
   }
