@@ -10,7 +10,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import { Code, ShimError } from './errors.js';
 import { drainOrClose } from './drain.js';
-import { deframe, framePrefix } from './framing.js';
+import { deframe, framePrefix, readChunks } from './framing.js';
 
 export interface CallStatus {
   code: Code;
@@ -111,7 +111,7 @@ export class RawBidiCall {
 
   /** Incoming messages (each its own buffer or an exclusive view). */
   messages(): AsyncGenerator<Buffer> {
-    return deframe(this.req as AsyncIterable<Buffer>, this.opts.maxReceiveMessageSize ?? 64 << 20);
+    return deframe(readChunks(this.req), this.opts.maxReceiveMessageSize ?? 64 << 20);
   }
 
   /**

@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import { Code, ShimError } from './errors.js';
 
 /** gRPC's 5-byte message prefix (uncompressed flag, big-endian length). */
@@ -87,5 +88,74 @@ export async function* deframe(chunks: AsyncIterable<Buffer>, maxMessageSize: nu
   }
   if (need >= 0 || queued > 0) {
     throw new ShimError(Code.INTERNAL, 'truncated-message', 'stream ended in the middle of a gRPC message');
+  }
+}
+
+/**
+ * The chunks of a byte stream as they arrive. A Readable's own async iterator calls
+ * `read()`, which joins everything buffered into one new buffer (a copy of every byte of a
+ * bulk transfer); here each chunk is handed on as it is, and the stream is paused while
+ * `highWater` bytes wait. Ends like the iterator does: at 'end', or with the stream's error,
+ * or with ERR_STREAM_PREMATURE_CLOSE when it closes before its end.
+ */
+export async function* readChunks(stream: Readable, highWater = 4 << 20): AsyncGenerator<Buffer> {
+  const queue: Buffer[] = [];
+  let first = 0;
+  let queued = 0;
+  let done = false;
+  let error: unknown;
+  let wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const onData = (chunk: Buffer) => {
+    queue.push(chunk);
+    queued += chunk.length;
+    if (queued >= highWater) stream.pause();
+    notify();
+  };
+  const onEnd = () => {
+    done = true;
+    notify();
+  };
+  const onError = (err: unknown) => {
+    error ??= err;
+    done = true;
+    notify();
+  };
+  const onClose = () => {
+    if (!stream.readableEnded) error ??= Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+    onEnd();
+  };
+  stream.on('data', onData);
+  stream.on('end', onEnd);
+  stream.on('error', onError);
+  stream.on('close', onClose);
+  try {
+    for (;;) {
+      if (first < queue.length) {
+        const chunk = queue[first]!;
+        queue[first++] = undefined as unknown as Buffer;
+        if (first === queue.length) {
+          queue.length = 0;
+          first = 0;
+        }
+        queued -= chunk.length;
+        if (queued < highWater && stream.isPaused() && !done) stream.resume();
+        yield chunk;
+        continue;
+      }
+      if (error) throw error;
+      if (done) return;
+      await new Promise<void>((resolve) => (wake = resolve));
+    }
+  } finally {
+    stream.off('data', onData);
+    stream.off('end', onEnd);
+    stream.off('error', onError);
+    stream.off('close', onClose);
+    if (!done) stream.pause();
   }
 }

@@ -13,7 +13,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Code, ShimError, toStatus } from './errors.js';
 import { drainOrClose } from './drain.js';
-import { deframe, frame, framePrefix } from './framing.js';
+import { deframe, frame, framePrefix, readChunks } from './framing.js';
 
 export type Metadata = ReadonlyMap<string, readonly string[]>;
 
@@ -281,7 +281,7 @@ export class RpcServer {
       signal: controller.signal,
       // Leaving the loop early must not reset the stream: the handler may still reply.
       messages: () =>
-        decodeAll(deframe(stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>, maxSize), route.def.requestDeserialize),
+        decodeAll(deframe(readChunks(stream), maxSize), route.def.requestDeserialize),
       send: (msg) => sendRaw(route.def.responseSerialize(msg)),
       sendRaw,
       sendParts,

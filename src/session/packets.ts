@@ -29,7 +29,7 @@ export function packetStream(call: ServerCall<Buffer, Buffer>): PacketStream {
     async *messages() {
       for await (const raw of call.messages()) {
         const p = Packet.decode(raw);
-        yield { type: p.type as number, stat: p.stat, id: p.ID, data: Buffer.from(p.data) } as FsPacket;
+        yield { type: p.type as number, stat: p.stat, id: p.ID, data: p.data } as FsPacket;
       }
     },
     send: (p: FsPacket) =>

@@ -18,7 +18,7 @@ import type { HostChannel } from './host-channel.js';
 const INFO = '/containerd.services.content.v1.Content/Info';
 const READER_AT = '/containerd.services.content.v1.Content/ReaderAt';
 /** Bytes per ReaderAt request; apple's host accepts at most 4 MiB per message back. */
-export const READ_CHUNK = 1 << 20;
+export const READ_CHUNK = 4 << 20;
 /** ReaderAt requests kept in flight for one Read. */
 export const READ_AHEAD = 4;
 

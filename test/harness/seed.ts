@@ -1,7 +1,7 @@
 // Builds a tiny busybox OCI image offline (from Debian's busybox-static) and
 // pushes it into a test registry.
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -187,10 +187,11 @@ export async function seedBigLayer(registry: Registry, ref: string, bytes: numbe
     pack.pipe(out);
     const entry = pack.entry({ name: 'big.bin', size: bytes, mode: 0o644 });
     for (let written = 0; written < bytes; ) {
-      // a fresh buffer each time: the stream may still hold the previous one
-      const chunk = Buffer.alloc(1 << 20);
+      // A fresh buffer each time (the stream may still hold the previous one), of random
+      // bytes: the registry push compresses layers, and zeros would shrink to a few hundred
+      // KB on the wire. Every call makes a different layer.
+      const chunk = randomFillSync(Buffer.allocUnsafe(1 << 20));
       const n = Math.min(chunk.length, bytes - written);
-      chunk.writeUInt32LE(written >>> 0, 0);
       if (!entry.write(chunk.subarray(0, n))) await new Promise((r) => entry.once('drain', r));
       written += n;
     }

@@ -2,7 +2,8 @@
 // generated protobuf codecs and gRPC's framing do.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { deframe, frame, framePrefix } from '../../src/rpc/framing.js';
+import { PassThrough, Readable } from 'node:stream';
+import { deframe, frame, framePrefix, readChunks } from '../../src/rpc/framing.js';
 import { Code, ShimError } from '../../src/rpc/errors.js';
 import { packetHead } from '../../src/session/packets.js';
 import { bytesMessageData, bytesMessageHead } from '../../src/session/tunnel.js';
@@ -74,6 +75,43 @@ describe('deframe', () => {
     expect(truncated.code).toBe(Code.INTERNAL);
     expect(truncated.message).toContain('middle of a gRPC message');
     expect((await deframeError(Buffer.from([0, 0, 0]))).code).toBe(Code.INTERNAL);
+  });
+});
+
+describe('readChunks', () => {
+  it('hands chunks on unjoined, pauses the stream past its high-water mark, ends with the stream', async () => {
+    const src = new PassThrough();
+    const sent = [Buffer.alloc(10, 1), Buffer.alloc(20, 2), Buffer.alloc(30, 3)];
+    const it = readChunks(src, 25);
+    const first = it.next();
+    for (const b of sent) src.write(b);
+    await new Promise((r) => setImmediate(r));
+    expect(src.isPaused()).toBe(true); // 60 bytes wait, more than 25
+    const got = [(await first).value as Buffer];
+    src.end();
+    for await (const c of it) got.push(c);
+    expect(got).toHaveLength(3);
+    got.forEach((c, i) => expect(c.equals(sent[i]!)).toBe(true));
+  });
+
+  it('throws the stream error, and a premature close like the stream iterator does', async () => {
+    const failing = new PassThrough();
+    const a = (async () => {
+      for await (const _ of readChunks(failing)) void _;
+    })();
+    failing.destroy(new Error('boom'));
+    await expect(a).rejects.toThrow('boom');
+    const cut = new Readable({ read() {} });
+    cut.push(Buffer.from('x'));
+    const b = (async () => {
+      const seen: string[] = [];
+      for await (const c of readChunks(cut)) {
+        seen.push(c.toString());
+        cut.destroy();
+      }
+      return seen;
+    })();
+    await expect(b).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' });
   });
 });
 
