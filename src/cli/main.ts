@@ -1,13 +1,6 @@
 #!/usr/bin/env node
 import './threadpool.js';
-import { build } from './build.js';
-import { info } from './info.js';
-import { images } from './images.js';
-import { proxy } from './proxy.js';
-import { builder } from './builder.js';
-import { serve } from './serve.js';
 import { UsageError } from './usage.js';
-import { BuildFailed } from '../host/build-client.js';
 
 const usage = `usage: builder-shim <command> [options]
 
@@ -21,7 +14,16 @@ commands:
 
 Run 'builder-shim <command> --help' for a command's options.`;
 
-const commands: Record<string, (argv: string[]) => Promise<number>> = { serve, build, info, images, proxy, builder };
+// Each command is loaded when it runs: `serve` then loads only the shim's side, so it is
+// ready sooner, and the host commands do not load it.
+const commands: Record<string, () => Promise<(argv: string[]) => Promise<number>>> = {
+  serve: async () => (await import('./serve.js')).serve,
+  build: async () => (await import('./build.js')).build,
+  info: async () => (await import('./info.js')).info,
+  images: async () => (await import('./images.js')).images,
+  proxy: async () => (await import('./proxy.js')).proxy,
+  builder: async () => (await import('./builder.js')).builder,
+};
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -29,21 +31,21 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage + '\n');
     return cmd ? 0 : 2;
   }
-  const fn = commands[cmd];
-  if (!fn) {
+  const load = commands[cmd];
+  if (!load) {
     process.stderr.write(`builder-shim: unknown command ${JSON.stringify(cmd)}\n\n${usage}\n`);
     return 2;
   }
   try {
-    return await fn(rest);
+    return await (await load())(rest);
   } catch (err) {
     if (err instanceof UsageError || (err as { code?: string }).code?.startsWith?.('ERR_PARSE_ARGS')) {
       process.stderr.write(`builder-shim ${cmd}: ${(err as Error).message}\n`);
       if (err instanceof UsageError && err.usage) process.stderr.write(`\n${err.usage}\n`);
       return 2;
     }
-    if (err instanceof BuildFailed) {
-      process.stderr.write(`Error: ${err.message}\n`);
+    if ((err as Error)?.name === 'BuildFailed') {
+      process.stderr.write(`Error: ${(err as Error).message}\n`);
       return 1;
     }
     process.stderr.write(`builder-shim ${cmd}: ${(err as Error)?.stack ?? String(err)}\n`);
