@@ -1,5 +1,5 @@
 # The builder image: buildkitd (from the BuildKit release image apple's builder uses)
-# with builder-shim beside it, the vsock addon compiled for the image's architecture.
+# with builder-shim beside it, its N-API addons (vsock, fsutil) compiled for the image's architecture.
 ARG BUILDKIT_IMAGE=docker.io/moby/buildkit:v0.26.2
 
 FROM docker.io/library/node:20-alpine AS build

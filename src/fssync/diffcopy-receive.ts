@@ -12,6 +12,7 @@ import { Code, ShimError } from '../rpc/errors.js';
 import { GoMode, isGoDir, isGoRegular, isGoSymlink } from './filemode.js';
 import { PacketType, type PacketStream } from './diffcopy-send.js';
 import { cleanRelative, comparePaths, parentOf } from './paths.js';
+import { setTimes } from './times.js';
 
 const empty = Buffer.alloc(0);
 
@@ -25,9 +26,6 @@ function bad(msg: string): ShimError {
   return new ShimError(Code.INVALID_ARGUMENT, 'diffcopy-bad-entry', msg);
 }
 
-function toTime(ns: bigint): number {
-  return Number(ns / 1000n) / 1e6;
-}
 
 export async function receiveDiffCopy(stream: PacketStream, dest: string): Promise<void> {
   await fs.mkdir(dest, { recursive: true, mode: 0o755 });
@@ -48,7 +46,7 @@ export async function receiveDiffCopy(stream: PacketStream, dest: string): Promi
     dirMeta.sort((a, b) => comparePaths(b.rel, a.rel));
     for (const d of dirMeta) {
       await fs.chmod(abs(d.rel), d.mode);
-      await fs.utimes(abs(d.rel), toTime(d.modTime), toTime(d.modTime));
+      await setTimes(abs(d.rel), d.modTime);
     }
     finSent = true;
     await stream.send({ type: PacketType.FIN, id: 0, data: empty });
@@ -88,7 +86,7 @@ export async function receiveDiffCopy(stream: PacketStream, dest: string): Promi
           dirMeta.push({ rel, mode: posixPerm, modTime: st.modTime });
         } else if (isGoSymlink(st.mode)) {
           await fs.symlink(st.linkname, target);
-          await fs.lutimes(target, toTime(st.modTime), toTime(st.modTime)).catch(() => {});
+          await setTimes(target, st.modTime, true).catch(() => {});
         } else if (isGoRegular(st.mode)) {
           if (st.linkname) {
             const to = cleanRelative(st.linkname);
@@ -123,7 +121,7 @@ export async function receiveDiffCopy(stream: PacketStream, dest: string): Promi
         }
         await fh.chmod(meta.mode);
         await fh.close();
-        await fs.utimes(abs(meta.rel), toTime(meta.modTime), toTime(meta.modTime));
+        await setTimes(abs(meta.rel), meta.modTime);
         open.delete(p.id);
         files.delete(p.id);
         pending.delete(p.id);

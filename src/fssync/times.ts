@@ -1,0 +1,44 @@
+/**
+ * Setting file times to the nanosecond (BuildKit's own exporter keeps nanoseconds; Node's
+ * fs.utimes keeps microseconds). The in-project addon (native/fsutil, built by
+ * scripts/build-native.sh) calls utimensat; without it, fs.utimes is used and the times
+ * lose their last three digits.
+ */
+import { createRequire } from 'node:module';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+interface FsutilAddon {
+  utimens(path: string, mtimeNs: bigint, nofollow: boolean): void;
+}
+
+const addonPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../build/native/fsutil.node');
+
+let addon: FsutilAddon | null | undefined;
+function load(): FsutilAddon | null {
+  if (addon === undefined) {
+    try {
+      addon = createRequire(import.meta.url)(addonPath) as FsutilAddon;
+    } catch {
+      addon = null;
+    }
+  }
+  return addon;
+}
+
+/** True when times are set to the nanosecond (the addon is built). */
+export function exactTimes(): boolean {
+  return load() !== null;
+}
+
+/**
+ * Sets atime and mtime of `file` to `ns` nanoseconds since the epoch; with `nofollow`, of a
+ * symlink itself. utimensat is one quick system call, so it runs on the calling thread.
+ */
+export async function setTimes(file: string, ns: bigint, nofollow = false): Promise<void> {
+  const a = load();
+  if (a) return a.utimens(file, ns, nofollow);
+  const t = Number(ns / 1000n) / 1e6;
+  return nofollow ? fsp.lutimes(file, t, t) : fsp.utimes(file, t, t);
+}
