@@ -80,3 +80,74 @@ describe('context tar extraction', () => {
     await expect(fsp.lstat(path.join(dir, 'tree', 'abs'))).rejects.toThrow();
   });
 });
+
+/** One ustar header block whose name (and link target) are the given raw bytes. */
+function rawHeader(name: Buffer, type: string, size: number, linkname = Buffer.alloc(0)): Buffer {
+  const h = Buffer.alloc(512);
+  name.copy(h, 0, 0, 100);
+  h.write('0000644\0', 100, 'latin1');
+  h.write('0000000\0', 108, 'latin1');
+  h.write('0000000\0', 116, 'latin1');
+  h.write(size.toString(8).padStart(11, '0') + '\0', 124, 'latin1');
+  h.write('00000000000\0', 136, 'latin1');
+  h.write(type, 156, 'latin1');
+  linkname.copy(h, 157, 0, 100);
+  h.write('ustar\0', 257, 'latin1');
+  h.write('00', 263, 'latin1');
+  h.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+  return h;
+}
+
+const padTo512 = (n: number) => Buffer.alloc((512 - (n % 512)) % 512);
+
+/** A PAX header (type x) holding `records` as raw bytes, to precede the next entry. */
+function paxHeader(records: Array<[string, Buffer]>): Buffer {
+  const body = Buffer.concat(
+    records.map(([k, v]) => {
+      const rest = Buffer.concat([Buffer.from(` ${k}=`), v, Buffer.from('\n')]);
+      let len = rest.length + 1;
+      while (String(len).length + rest.length !== len) len++;
+      return Buffer.concat([Buffer.from(String(len)), rest]);
+    }),
+  );
+  return Buffer.concat([rawHeader(Buffer.from('PaxHeaders/entry'), 'x', body.length), body, padTo512(body.length)]);
+}
+
+const fileEntry = (name: Buffer, content = 'x') =>
+  Buffer.concat([rawHeader(name, '0', content.length), Buffer.from(content), padTo512(content.length)]);
+
+describe('hostile headers', () => {
+  const invalidUtf8 = Buffer.from([0x62, 0x61, 0x64, 0xff, 0xfe, 0x2e, 0x74, 0x78, 0x74]); // "bad\xff\xfe.txt"
+
+  it.each<[string, () => Buffer, RegExp]>([
+    ['a PAX header over 1 MiB', () => Buffer.concat([paxHeader([['comment', Buffer.alloc(2 << 20, 0x61)]]), fileEntry(Buffer.from('f'))]), /PAX header of \d+ bytes for "f" exceeds 1048576 bytes/],
+    ['a PAX header over tar-stream\'s 4 MiB', () => Buffer.concat([paxHeader([['comment', Buffer.alloc(5 << 20, 0x61)]]), fileEntry(Buffer.from('f'))]), /malformed archive: Header exceeds max size/],
+    ['a ustar name that is not UTF-8', () => fileEntry(invalidUtf8), /name "bad\uFFFD\uFFFD.txt" is not valid UTF-8/],
+    ['a PAX path that is not UTF-8', () => Buffer.concat([paxHeader([['path', Buffer.concat([Buffer.from('dir/'), invalidUtf8])]]), fileEntry(Buffer.from('placeholder'))]), /name "dir\/bad\uFFFD\uFFFD.txt" is not valid UTF-8/],
+    ['a symlink target that is not UTF-8', () => rawHeader(Buffer.from('l'), '2', 0, invalidUtf8), /link target of "l" "bad\uFFFD\uFFFD.txt" is not valid UTF-8/],
+    ['a name component over 255 bytes', () => Buffer.concat([paxHeader([['path', Buffer.from('d/' + 'n'.repeat(300))]]), fileEntry(Buffer.from('placeholder'))]), /has a component of 300 bytes, more than 255/],
+    ['a name over 4096 bytes', () => Buffer.concat([paxHeader([['path', Buffer.from('abcdefgh/'.repeat(460) + 'f')]]), fileEntry(Buffer.from('placeholder'))]), /is 4141 bytes long, more than 4096/],
+  ])('refuses %s, naming the problem, and writes nothing', async (_what, make, why) => {
+    const tree = path.join(dir, 'entry', 'tree');
+    await fsp.mkdir(path.dirname(tree));
+    const tar = Buffer.concat([make(), END_OF_ARCHIVE]);
+    const err = await extractContextTar(once(tar), tree).then(() => undefined, (e: Error) => e);
+    expect(err?.message).toMatch(/^refusing context tar: /);
+    expect(err?.message).toMatch(why);
+    // Only the (empty) tree dir itself: no file, no directory of the refused entry.
+    expect(await listAll(path.join(dir, 'entry'))).toEqual(['tree']);
+  });
+
+  it('accepts 255-byte components and long names (2 815 bytes)', async () => {
+    // A name of nearly 4096 bytes would still fail below the cache directory (PATH_MAX).
+    const name = Array.from({ length: 11 }, (_, i) => String(i % 10).repeat(255)).join('/');
+    expect(Buffer.byteLength(name)).toBe(2815);
+    const tar = Buffer.concat([paxHeader([['path', Buffer.from(name)]]), fileEntry(Buffer.from('placeholder'), 'ok'), END_OF_ARCHIVE]);
+    const { entries } = await extractContextTar(once(tar), path.join(dir, 'tree'));
+    expect(entries.map((e) => e.path)).toContain(name);
+    expect(await fsp.readFile(path.join(dir, 'tree', name), 'utf8')).toBe('ok');
+  });
+});
