@@ -75,6 +75,7 @@ export async function serve(argv: string[]): Promise<number> {
   if (!Number.isFinite(grace) || grace < 0) throw new UsageError(`invalid --shutdown-grace ${values['shutdown-grace']}`, serveUsage);
   const server = new RpcServer();
   server.onError = (err, method) => log.error({ err: String((err as Error)?.stack ?? err), method }, 'call failed');
+  server.onConnectionClosed = (reason) => log.warn({ reason }, 'closed a connection');
   const metrics = new Metrics();
   metrics.cacheBytes = () => cache.size();
   let closeMetrics: (() => void) | undefined;

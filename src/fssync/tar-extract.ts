@@ -6,7 +6,9 @@
  * in an index taken from the tar headers, and DiffCopy STATs are served from that index.
  * Symlinks and hardlinks exist only in the index, so nothing can ever be written through
  * a link. Refused: absolute names, '..', entries below a non-directory, hardlinks to
- * anything but an earlier regular file, devices, FIFOs and duplicate names of another type.
+ * anything but an earlier regular file, devices, FIFOs and duplicate names of another type,
+ * names or link targets that are not valid UTF-8 or longer than Linux allows (PATH_MAX,
+ * NAME_MAX), and PAX headers over 1 MiB (tar-stream itself stops at 4 MiB).
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -36,6 +38,34 @@ const typeBits: Record<string, number> = {
 
 /** Files up to this size are written in one call. */
 const SMALL_FILE = 1n << 20n;
+
+/** Linux's PATH_MAX and NAME_MAX, in bytes. */
+const MAX_NAME = 4096;
+const MAX_COMPONENT = 255;
+/** Largest PAX header (all records of one entry) accepted. */
+export const MAX_PAX_BYTES = 1 << 20;
+
+const shown = (name: string) => JSON.stringify(name.length > 80 ? `${name.slice(0, 80)}…` : name);
+
+/** Why a name from the archive cannot be taken as it is, or undefined. */
+function badName(what: string, name: string): string | undefined {
+  // tar-stream decodes names as UTF-8; bytes that are not become U+FFFD.
+  if (name.includes('\uFFFD')) return `${what} ${shown(name)} is not valid UTF-8`;
+  const bytes = Buffer.byteLength(name);
+  if (bytes > MAX_NAME) return `${what} ${shown(name)} is ${bytes} bytes long, more than ${MAX_NAME}`;
+  for (const part of name.split('/')) {
+    const n = Buffer.byteLength(part);
+    if (n > MAX_COMPONENT) return `${what} ${shown(name)} has a component of ${n} bytes, more than ${MAX_COMPONENT}`;
+  }
+  return undefined;
+}
+
+function paxBytes(header: tarStream.Header): number {
+  const pax = (header as { pax?: Record<string, string> }).pax;
+  let n = 0;
+  for (const [k, v] of Object.entries(pax ?? {})) n += Buffer.byteLength(k) + Buffer.byteLength(v) + 3;
+  return n;
+}
 
 function refuse(msg: string): ShimError {
   return new ShimError(Code.INVALID_ARGUMENT, 'bad-context-tar', `refusing context tar: ${msg}`);
@@ -86,6 +116,10 @@ export async function extractContextTar(source: AsyncIterable<Buffer>, treeDir: 
       if (signal?.aborted) throw signal.reason;
       let rel: string | undefined;
       const raw = h.name;
+      const pax = paxBytes(h);
+      if (pax > MAX_PAX_BYTES) throw refuse(`PAX header of ${pax} bytes for ${shown(raw)} exceeds ${MAX_PAX_BYTES} bytes`);
+      const bad = badName('name', raw) ?? (h.linkname ? badName(`link target of ${shown(raw)}`, h.linkname) : undefined);
+      if (bad) throw refuse(bad);
       if (raw.startsWith('/')) throw refuse(`absolute name ${JSON.stringify(raw)}`);
       try {
         rel = cleanRelative(raw);
@@ -159,7 +193,9 @@ export async function extractContextTar(source: AsyncIterable<Buffer>, treeDir: 
   } catch (err) {
     extract.destroy();
     if (err instanceof ShimError) throw err;
-    throw refuse((err as Error).message);
+    // tar-stream's own errors carry no code; system errors (ENOSPC...) keep theirs.
+    const sys = typeof (err as NodeJS.ErrnoException).code === 'string';
+    throw refuse(sys ? (err as Error).message : `malformed archive: ${(err as Error).message}`);
   }
   const entries = [...byPath.values()].sort((a, b) => comparePaths(a.path, b.path));
   return { entries, contentOf };

@@ -76,7 +76,7 @@ export async function* deframe(chunks: AsyncIterable<Buffer>, maxMessageSize: nu
           throw new ShimError(
             Code.RESOURCE_EXHAUSTED,
             'message-too-large',
-            `received message larger than max (${need} vs. ${maxMessageSize})`,
+            `received message of ${need} bytes, over the limit of ${maxMessageSize} bytes`,
           );
         }
       }

@@ -58,14 +58,23 @@ export interface ServerLimits {
   /** Per-stream and per-connection receive windows, in bytes. */
   windowSize: number;
   maxConcurrentStreams: number;
+  /**
+   * A connection whose first request has not arrived this long after it was accepted is
+   * closed (0: never). Node stops reading a connection whose header block it cannot take
+   * (a 10 MB header) without answering, so without this such a peer would wait forever.
+   */
+  firstRequestTimeoutMs: number;
 }
 
 export const defaultLimits: ServerLimits = {
   maxReceiveMessageSize: 64 << 20,
   maxHeaderListPairs: 20_000,
-  maxHeaderListSize: 32 << 20,
+  // Larger values travel on the stream (protocol/streamed-headers.ts); Node refuses single
+  // values over 64 KiB anyway.
+  maxHeaderListSize: 256 << 10,
   windowSize: 16 << 20,
   maxConcurrentStreams: 256,
+  firstRequestTimeoutMs: 5_000,
 };
 
 /** Rebuilds repeated request headers from Node's flat rawHeaders list. */
@@ -113,6 +122,8 @@ export class RpcServer {
   private readonly listeners = new Set<net.Server>();
   readonly limits: ServerLimits;
   onError: (err: unknown, method: string) => void = () => {};
+  /** Told when the server closes a connection itself (e.g. the first-request watchdog). */
+  onConnectionClosed: (reason: string) => void = () => {};
 
   constructor(limits: Partial<ServerLimits> = {}) {
     this.limits = { ...defaultLimits, ...limits };
@@ -130,6 +141,7 @@ export class RpcServer {
       this.sessions.add(session);
       session.on('close', () => this.sessions.delete(session));
       session.on('error', () => {});
+      this.watchFirstRequest(session);
       session.on('connect', () => {
         try {
           session.setLocalWindowSize(this.limits.windowSize);
@@ -142,6 +154,20 @@ export class RpcServer {
     this.h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
       void this.dispatch(stream, headers, rawHeaders);
     });
+  }
+
+  private watchFirstRequest(session: http2.ServerHttp2Session): void {
+    const ms = this.limits.firstRequestTimeoutMs;
+    if (!ms) return;
+    const timer = setTimeout(() => {
+      this.onConnectionClosed(`no complete request headers within ${ms / 1000} s of connecting`);
+      // destroy() also flushes a GOAWAY nghttp2 may have queued but Node never wrote.
+      session.destroy(undefined, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    }, ms);
+    timer.unref();
+    const clear = () => clearTimeout(timer);
+    session.once('stream', clear);
+    session.once('close', clear);
   }
 
   /** Registers a unary method. */

@@ -31,7 +31,9 @@ export interface SessionOptions {
 
 export class BuildkitSession {
   readonly id = newSessionId();
-  readonly server = new RpcServer({ maxReceiveMessageSize: 64 << 20 });
+  // buildkitd is trusted and may send many exclude patterns as headers; it opens the
+  // tunnel's connection before it needs it, so no first-request watchdog either.
+  readonly server = new RpcServer({ maxReceiveMessageSize: 64 << 20, maxHeaderListSize: 32 << 20, firstRequestTimeoutMs: 0 });
   private call: RawBidiCall | undefined;
   /** Settles when the tunnel closes. */
   readonly closed: Promise<void>;

@@ -126,6 +126,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   await env.buildkit.ensureReady();
   const lost = env.buildkit.lostSignal();
   const channel = new HostChannel(call);
+  channel.onUnknownReply = (id) => env.log.debug({ id }, 'host reply for no pending request ignored');
   const reading = channel.run();
   let opts: BuildOptions;
   try {
@@ -196,6 +197,9 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   call.signal.addEventListener('abort', onAbort, { once: true });
   const onLost = () => abort.abort(lost.reason);
   lost.addEventListener('abort', onLost, { once: true });
+  // A host stream that cannot be read ends the build with that reason, not BuildKit's.
+  const onBroken = () => abort.abort(channel.broken.reason);
+  channel.broken.addEventListener('abort', onBroken, { once: true });
   session.start();
   let ok = false;
   try {
@@ -216,6 +220,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
         });
       }
       if (lost.aborted) throw lost.reason;
+      if (channel.broken.aborted) throw channel.broken.reason;
       throw new ShimError(st.code === Code.OK ? Code.UNKNOWN : st.code, 'solve', `failed to solve: ${st.message}`, { cause: err });
     } finally {
       await Promise.race([status, new Promise((r) => setTimeout(r, 3000).unref())]);
@@ -228,6 +233,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   } finally {
     call.signal.removeEventListener('abort', onAbort);
     lost.removeEventListener('abort', onLost);
+    channel.broken.removeEventListener('abort', onBroken);
     session.close();
     channel.close(new ShimError(Code.CANCELLED, 'build-over', 'build finished'));
     if (env.metrics) env.metrics.bytesReceived += channel.bytesIn;

@@ -3,12 +3,16 @@
  * sends a ServerStream whose `build_id` is a fresh UUID, and the host answers with one or
  * more ClientStreams carrying that same `build_id`. IO packets are answered by a
  * terminal "ack" command with the IO's id; "winch" commands (empty id) resize the tty.
- * Replies for ids nobody waits for are dropped.
+ * Replies for ids nobody waits for are dropped (a late reply to an exchange that was
+ * cancelled is normal) and reported to `onUnknownReply`. Replies to different exchanges
+ * may arrive in any order; each exchange sees its own in the order they were sent.
+ * A stream the host breaks (a message that does not decode, a compressed or oversized
+ * message, a stream ending inside a message) fires `broken` with the reason.
  */
 import { randomUUID } from 'node:crypto';
 import type { ClientStream, ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
 import { Stdio } from '../gen/com/apple/container/build/v1/builder.js';
-import { Code, ShimError, abortReason } from '../rpc/errors.js';
+import { Code, ShimError, abortReason, toStatus } from '../rpc/errors.js';
 import type { ServerCall } from '../rpc/server.js';
 import { decodeTerminalCommand } from '../protocol/terminal.js';
 import { AsyncQueue } from './async-queue.js';
@@ -18,7 +22,11 @@ export class HostChannel {
   private readonly waiting = new Map<string, AsyncQueue<ClientStream>>();
   private readonly acks = new Map<string, { resolve: () => void; reject: (err: Error) => void }>();
   private closedWith: Error | undefined;
+  private readonly brokenCtl = new AbortController();
+  /** Aborted, with the reason, when the host's side of the stream is unreadable. */
+  readonly broken: AbortSignal = this.brokenCtl.signal;
   onResize: (rows: number, cols: number) => void = () => {};
+  onUnknownReply: (id: string) => void = () => {};
   /** Bytes received from the host in transfers (for metrics and benchmarks). */
   bytesIn = 0;
 
@@ -30,7 +38,14 @@ export class HostChannel {
       for await (const msg of this.call.messages()) await this.route(msg);
       this.close(new ShimError(Code.CANCELLED, 'host-closed', 'the host closed the build stream'));
     } catch (err) {
-      this.close(err instanceof Error ? err : new Error(String(err)));
+      if (this.closedWith || this.call.signal.aborted) {
+        this.close(err instanceof Error ? err : new Error(String(err)));
+        return;
+      }
+      const st = toStatus(err);
+      const e = new ShimError(st.code, 'host-stream', `failed to read the host's build stream: ${st.message}`, { cause: err });
+      this.brokenCtl.abort(e);
+      this.close(e);
     }
   }
 
@@ -89,7 +104,10 @@ export class HostChannel {
       return;
     }
     const q = this.waiting.get(msg.buildId);
-    if (!q) return;
+    if (!q) {
+      this.onUnknownReply(msg.buildId);
+      return;
+    }
     this.bytesIn += (msg.buildTransfer?.data.length ?? 0) + (msg.imageTransfer?.data.length ?? 0);
     await q.push(msg);
   }

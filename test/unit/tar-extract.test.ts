@@ -8,6 +8,7 @@ import { extractContextTar } from '../../src/fssync/tar-extract.js';
 import { GoMode } from '../../src/fssync/filemode.js';
 import { entryHeader, contentPadding, END_OF_ARCHIVE } from '../../src/host/tar-writer.js';
 import { once, tarOf, type TarFixture } from '../harness/tree.js';
+import { INVALID_UTF8_NAME, fileEntry, paxHeader, rawHeader } from '../harness/raw-tar.js';
 
 type Entry = TarFixture;
 
@@ -78,5 +79,38 @@ describe('context tar extraction', () => {
     expect(by.has('naïve, spaced é/' + 'n'.repeat(200))).toBe(true);
     // links exist only in the index
     await expect(fsp.lstat(path.join(dir, 'tree', 'abs'))).rejects.toThrow();
+  });
+});
+
+describe('hostile headers', () => {
+  const invalidUtf8 = INVALID_UTF8_NAME;
+
+  it.each<[string, () => Buffer, RegExp]>([
+    ['a PAX header over 1 MiB', () => Buffer.concat([paxHeader([['comment', Buffer.alloc(2 << 20, 0x61)]]), fileEntry(Buffer.from('f'))]), /PAX header of \d+ bytes for "f" exceeds 1048576 bytes/],
+    ['a PAX header over tar-stream\'s 4 MiB', () => Buffer.concat([paxHeader([['comment', Buffer.alloc(5 << 20, 0x61)]]), fileEntry(Buffer.from('f'))]), /malformed archive: Header exceeds max size/],
+    ['a ustar name that is not UTF-8', () => fileEntry(invalidUtf8), /name "bad\uFFFD\uFFFD.txt" is not valid UTF-8/],
+    ['a PAX path that is not UTF-8', () => Buffer.concat([paxHeader([['path', Buffer.concat([Buffer.from('dir/'), invalidUtf8])]]), fileEntry(Buffer.from('placeholder'))]), /name "dir\/bad\uFFFD\uFFFD.txt" is not valid UTF-8/],
+    ['a symlink target that is not UTF-8', () => rawHeader(Buffer.from('l'), '2', 0, invalidUtf8), /link target of "l" "bad\uFFFD\uFFFD.txt" is not valid UTF-8/],
+    ['a name component over 255 bytes', () => Buffer.concat([paxHeader([['path', Buffer.from('d/' + 'n'.repeat(300))]]), fileEntry(Buffer.from('placeholder'))]), /has a component of 300 bytes, more than 255/],
+    ['a name over 4096 bytes', () => Buffer.concat([paxHeader([['path', Buffer.from('abcdefgh/'.repeat(460) + 'f')]]), fileEntry(Buffer.from('placeholder'))]), /is 4141 bytes long, more than 4096/],
+  ])('refuses %s, naming the problem, and writes nothing', async (_what, make, why) => {
+    const tree = path.join(dir, 'entry', 'tree');
+    await fsp.mkdir(path.dirname(tree));
+    const tar = Buffer.concat([make(), END_OF_ARCHIVE]);
+    const err = await extractContextTar(once(tar), tree).then(() => undefined, (e: Error) => e);
+    expect(err?.message).toMatch(/^refusing context tar: /);
+    expect(err?.message).toMatch(why);
+    // Only the (empty) tree dir itself: no file, no directory of the refused entry.
+    expect(await listAll(path.join(dir, 'entry'))).toEqual(['tree']);
+  });
+
+  it('accepts 255-byte components and long names (2 815 bytes)', async () => {
+    // A name of nearly 4096 bytes would still fail below the cache directory (PATH_MAX).
+    const name = Array.from({ length: 11 }, (_, i) => String(i % 10).repeat(255)).join('/');
+    expect(Buffer.byteLength(name)).toBe(2815);
+    const tar = Buffer.concat([paxHeader([['path', Buffer.from(name)]]), fileEntry(Buffer.from('placeholder'), 'ok'), END_OF_ARCHIVE]);
+    const { entries } = await extractContextTar(once(tar), path.join(dir, 'tree'));
+    expect(entries.map((e) => e.path)).toContain(name);
+    expect(await fsp.readFile(path.join(dir, 'tree', name), 'utf8')).toBe('ok');
   });
 });
