@@ -1,10 +1,10 @@
 /** Hand-written protobuf pieces for the bulk paths (see packets.ts, tunnel.ts, build-client.ts). */
 
-/** Appends `n` (≤ 2^32) as a protobuf varint. */
+/** Appends `n` (a non-negative safe integer) as a protobuf varint. */
 export function pushVarint(out: number[], n: number): void {
   while (n > 0x7f) {
-    out.push((n & 0x7f) | 0x80);
-    n >>>= 7;
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
   }
   out.push(n);
 }

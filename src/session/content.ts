@@ -7,6 +7,7 @@ import { ContentService } from '../gen/github.com/containerd/containerd/api/serv
 import { Code, ShimError } from '../rpc/errors.js';
 import type { Metadata, MethodDef, RpcServer } from '../rpc/server.js';
 import { firstValue } from './metadata.js';
+import { pushVarint } from '../rpc/wire.js';
 
 export const STORE_ID_HEADER = 'buildkit-attachable-store-id';
 
@@ -23,6 +24,20 @@ const digestRe = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$/;
 function checkDigest(d: string): string {
   if (!digestRe.test(d)) throw new ShimError(Code.INVALID_ARGUMENT, 'bad-digest', `invalid digest ${JSON.stringify(d)}`);
   return d;
+}
+
+/** The serialized ReadContentResponse (offset = 1, data = 2) up to its data. */
+export function readContentHead(offset: bigint, dataLength: number): Buffer {
+  const out: number[] = [];
+  if (offset > 0n) {
+    out.push(0x08);
+    pushVarint(out, Number(offset));
+  }
+  if (dataLength) {
+    out.push(0x12);
+    pushVarint(out, dataLength);
+  }
+  return Buffer.from(out);
 }
 
 export function registerContent(server: RpcServer, stores: Readonly<Record<string, ContentProvider>>): void {
@@ -53,7 +68,8 @@ export function registerContent(server: RpcServer, stores: Readonly<Record<strin
     const length = req.size > 0n ? (req.offset + req.size > total ? total - req.offset : req.size) : total - req.offset;
     let offset = req.offset;
     for await (const data of store.read(digest, req.offset, length, call.signal)) {
-      await call.send({ offset, data });
+      // Sent as a head and the data itself: encoding would copy every blob byte twice.
+      await call.sendParts([readContentHead(offset, data.length), data]);
       offset += BigInt(data.length);
     }
   });

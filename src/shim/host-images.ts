@@ -102,7 +102,7 @@ export class HostContent implements ContentProvider {
       })),
       `to read ${digest} at ${offset}`,
     );
-    const data = Buffer.from(reply.data);
+    const data = reply.data; // a view of the received message, which nothing reuses
     if (data.length > length) throw new ShimError(Code.INTERNAL, 'bad-read', `host sent ${data.length} bytes for a ${length}-byte read of ${digest}`);
     return data;
   }

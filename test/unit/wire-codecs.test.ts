@@ -8,6 +8,8 @@ import { Code, ShimError } from '../../src/rpc/errors.js';
 import { packetHead } from '../../src/session/packets.js';
 import { bytesMessageData, bytesMessageHead } from '../../src/session/tunnel.js';
 import { clientStreamParts } from '../../src/host/build-client.js';
+import { readContentHead } from '../../src/session/content.js';
+import { ReadContentResponse } from '../../src/gen/github.com/containerd/containerd/api/services/content/v1/content.js';
 import { Packet, Packet_PacketType } from '../../src/gen/github.com/tonistiigi/fsutil/types/wire.js';
 import { BytesMessage } from '../../src/gen/github.com/moby/buildkit/api/services/control/control.js';
 import { ClientStream, TransferDirection } from '../../src/gen/com/apple/container/build/v1/builder.js';
@@ -135,6 +137,17 @@ describe('hand-written protobuf heads', () => {
           expect(Packet.decode(mine).ID).toBe(id);
         },
       ),
+      { numRuns: 500, seed: SEED },
+    );
+  });
+
+  it('readContentHead followed by the data is what ReadContentResponse.encode writes', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.constant(0n), fc.bigInt({ min: 0n, max: 2n ** 53n - 1n })), fc.uint8Array({ maxLength: 300 }), (offset, data) => {
+        const mine = Buffer.concat([readContentHead(offset, data.length), data]);
+        const theirs = Buffer.from(ReadContentResponse.encode({ offset, data: Buffer.from(data) }).finish());
+        expect(mine.toString('hex')).toBe(theirs.toString('hex'));
+      }),
       { numRuns: 500, seed: SEED },
     );
   });
