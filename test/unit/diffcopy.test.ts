@@ -57,6 +57,20 @@ describe('DiffCopy', () => {
     expect(Math.floor((await fsp.stat(path.join(tmp, 'a.txt'))).mtimeMs)).toBe(1_700_000_000_123);
   });
 
+  it('writes large files from many small DATA packets in order, with nanosecond times', async () => {
+    tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'dc-'));
+    const big = Buffer.alloc((5 << 20) + 12_345);
+    for (let i = 0; i + 4 <= big.length; i += 4) big.writeUInt32LE(i, i);
+    const many = { 'big.bin': big, 'other.bin': Buffer.alloc(3 << 20, 9) };
+    const [s, r] = pair();
+    const tree = memoryTree(many, 1_700_000_000_123_456_789n);
+    const list = [...tree.entries()].sort((x, y) => (x.path < y.path ? -1 : 1));
+    await Promise.all([sendDiffCopy(s, list, tree, { chunkSize: 32 << 10 }), receiveDiffCopy(r, tmp)]);
+    expect((await fsp.readFile(path.join(tmp, 'big.bin'))).equals(big)).toBe(true);
+    expect((await fsp.readFile(path.join(tmp, 'other.bin'))).equals(many['other.bin'])).toBe(true);
+    expect((await fsp.stat(path.join(tmp, 'big.bin'), { bigint: true })).mtimeNs).toBe(1_700_000_000_123_456_789n);
+  });
+
   it('numbers every STAT and serves REQs by those ids', async () => {
     const [s, peer] = pair();
     const tree = memoryTree(files);
