@@ -141,6 +141,7 @@ export async function runHostBuild(opts: HostBuildOptions): Promise<HostBuildRes
   await fsp.mkdir(buildDir, { recursive: true });
   const out = opts.progressOut ?? ((d: Buffer) => process.stderr.write(d));
   let contextBytes = 0;
+  let manifests: ManifestServer | undefined;
   try {
     const { headers, streamed } = splitHeaders(buildHeaders(opts, buildId));
     const call = new RawBidiCall(opts.builder, PERFORM_BUILD, headers, { maxReceiveMessageSize: 64 << 20 });
@@ -176,7 +177,7 @@ export async function runHostBuild(opts: HostBuildOptions): Promise<HostBuildRes
       process.on('SIGWINCH', winch);
       void call.status.then(() => process.off('SIGWINCH', winch));
     }
-    const manifests = opts.contextStateDir ? new ManifestServer(opts.contextDir, opts.contextStateDir) : undefined;
+    manifests = opts.contextStateDir ? new ManifestServer(opts.contextDir, opts.contextStateDir) : undefined;
     const handlers = new Set<Promise<void>>();
     let handlerError: unknown;
     const handle = async (msg: ServerStream) => {
@@ -241,6 +242,8 @@ export async function runHostBuild(opts: HostBuildOptions): Promise<HostBuildRes
     }
     return { buildId, written, loaded, contextBytes };
   } finally {
+    // The context state is a cache: failing to write it costs the next build time, not this one.
+    await manifests?.flush().catch((err: unknown) => process.stderr.write(`warning: could not save the context state: ${(err as Error).message}\n`));
     await fsp.rm(buildDir, { recursive: true, force: true });
   }
 }

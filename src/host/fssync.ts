@@ -275,9 +275,20 @@ export class ManifestServer {
     private readonly stateDir: string,
   ) {}
 
+  /** What the walks still write (sent manifests, the stat cache); never rejects. */
+  private saving: Promise<unknown> = Promise.resolve();
+  private saveError: unknown;
+
+  /** Waits until the state of every walk is written; throws the first failure. */
+  async flush(): Promise<void> {
+    await this.saving;
+    if (this.saveError) throw this.saveError;
+  }
+
   async walk(buildId: string, req: BuildTransfer, send: Send): Promise<WalkStats> {
     this.state ??= ContextState.open(this.stateDir, this.contextDir);
     const state = await this.state;
+    await this.saving; // an earlier walk's manifest may be the base offered now
     const follow = decodeFollowPaths(req.metadata);
     const files = await selectContext(this.contextDir, follow);
     const plan = planEntries(files);
@@ -315,7 +326,12 @@ export class ManifestServer {
     const out = new Chunker((data, complete) => send({ buildId, buildTransfer: { ...reply(req, { data, complete }), metadata } }));
     await out.push(body);
     await out.flush(true);
-    await Promise.all([state.saveManifest(hash, records), state.saveStats(whole ? new Set(files.map((f) => f.rel)) : undefined)]);
+    // Saved off the build's critical path (the shim is waiting to fetch); see flush().
+    const saving = Promise.all([state.saveManifest(hash, records), state.saveStats(whole ? new Set(files.map((f) => f.rel)) : undefined)]).then(() => {});
+    saving.catch(() => {});
+    this.saving = this.saving.then(() => saving).catch((err: unknown) => {
+      this.saveError ??= err;
+    });
     return { files: plan.length, bytes: body.length };
   }
 
