@@ -177,6 +177,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   };
 
   const sshAgents = parseSshSpecs(opts.ssh);
+
   const session = new BuildkitSession(env.buildkitAddr, {
     name: `builder-shim ${opts.buildId}`,
     // Stable per host context, so buildkitd keeps the last copy of the context and asks
@@ -190,6 +191,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
       registerSecrets(server, opts.secrets);
       if (sshAgents.size) registerSsh(server, sshAgents);
     },
+    onHealthCheck: () => log.debug({ session: session.id }, 'session health check'),
   });
   const ref = randomUUID().replace(/-/g, '');
   const abort = new AbortController();
@@ -208,6 +210,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
     const req = solveRequest(opts, session.id, ref);
     Object.assign(req.FrontendAttrs, images.attrs);
     const status = followStatus(env.control, ref, abort.signal, (s) => printer.update(s));
+    log.info({ ref, session: session.id }, 'solve started');
     try {
       await callSolve(env.control, req, abort.signal);
     } catch (err) {
@@ -235,6 +238,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
     lost.removeEventListener('abort', onLost);
     channel.broken.removeEventListener('abort', onBroken);
     session.close();
+    log.info({ ref, session: session.id, ok }, 'session closed');
     channel.close(new ShimError(Code.CANCELLED, 'build-over', 'build finished'));
     if (env.metrics) env.metrics.bytesReceived += channel.bytesIn;
     void reading;
