@@ -23,7 +23,7 @@ import { fakeBuild, type HostContext, type WalkContext } from '../harness/fake-h
 import { startRegistry, type Registry } from '../harness/registry.js';
 import { seedBigLayer, seedBusybox } from '../harness/seed.js';
 import { startShim, type Shim } from '../harness/shim.js';
-import { writeTree } from '../harness/tree.js';
+import { tarOf, writeTree } from '../harness/tree.js';
 
 const buildkitAddr = inject('buildkitAddr');
 let shim: Shim;
@@ -151,8 +151,11 @@ function tarWalks(main: (w: WalkContext) => void | Promise<void> = () => {}) {
 const answerImage = (req: ImageTransfer, host: HostContext) => images.answer(host.id, req, host.send);
 
 describe('host faults', () => {
-  it.each(['the manifest Walk', 'the content Fetch'])('a host that disconnects during %s: solve cancelled, session closed, cache clean, next build works', async (when) => {
-    const label = when.endsWith('Walk') ? 'walk' : 'fetch';
+  it.each([
+    ['the manifest Walk', 'walk'],
+    ['the content Fetch', 'fetch'],
+    ["the tar Walk (apple's transfer)", 'tar'],
+  ])('a host that disconnects during %s: solve cancelled, session closed, cache clean, next build works', async (_when, label) => {
     const ctx = path.join(work, `ctx-${label}`);
     // larger than what the shim gathers in memory (4 MiB), so it goes to a temp file as it arrives
     const big = randomBytes(6 << 20);
@@ -165,17 +168,25 @@ describe('host faults', () => {
       addr: shim.addr,
       buildId,
       dockerfile: 'FROM scratch\nCOPY big.bin /\n',
-      headers: [[CONTEXT_TRANSFER_HEADER, MANIFEST_V1], ['context', ctx]],
+      headers: [...(label === 'tar' ? [] : [[CONTEXT_TRANSFER_HEADER, MANIFEST_V1] as [string, string]]), ['context', ctx]],
       onWalk: async (w) => {
         const method = w.req.metadata.method;
         const ignoreWalk = decodeFollowPaths(w.req.metadata).some((p) => p.endsWith('dockerignore'));
+        if (label === 'tar' && ignoreWalk) return tarWalks()(w);
         if (method === 'Walk' && (ignoreWalk || label === 'fetch')) {
           await server.walk(w.id, w.req, w.send);
           return;
         }
         // The build is in the middle of reading context data: buildkitd runs the solve.
         before = await historyOf(await solveRef(buildId));
-        if (method === 'Walk') {
+        if (label === 'tar') {
+          // the first MiB of the context tar, never completed
+          w.reply({ metadata: { os: 'linux', stage: 'fssync', mode: 'tar', hash: `disc-tar-${Date.now()}` } });
+          w.reply({ data: (await tarOf([{ name: 'big.bin', content: big.toString('latin1') }])).subarray(0, 1 << 20) });
+          // the shim is extracting into a temporary entry
+          await waitFor('a partial cache entry', async () => (await fsp.readdir(path.join(shim.cacheDir, 'tmp'))).length > 0 || undefined);
+          sawPartial = true;
+        } else if (method === 'Walk') {
           // half of the manifest, never completed
           const sent: Parameters<typeof w.send>[0][] = [];
           await server.walk(w.id, w.req, async (m) => void sent.push(m));
@@ -195,7 +206,7 @@ describe('host faults', () => {
     });
     expect(res.code, res.details).toBe(status.CANCELLED);
     expect(before, 'the solve while the host was sending').toBe('running');
-    if (label === 'fetch') expect(sawPartial).toBe(true);
+    if (label !== 'walk') expect(sawPartial).toBe(true);
     await expectSolveGone(buildId, await solveRef(buildId));
     await expectCacheClean();
     const digest = createHash('sha256').update(big).digest('hex');
