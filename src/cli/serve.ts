@@ -8,6 +8,7 @@ import { connectBuildkit } from '../shim/control.js';
 import { BuildkitdSupervisor, externalBuildkit } from '../shim/buildkitd.js';
 import { listenOn, parseListenAddr } from '../shim/listen.js';
 import { createLogger, type Level } from '../shim/log.js';
+import { reportEventLoop } from '../shim/event-loop.js';
 import { nativePlatform } from '../shim/platform.js';
 import { Metrics } from '../shim/metrics.js';
 import { UsageError } from './usage.js';
@@ -26,7 +27,8 @@ export const serveUsage = `usage: builder-shim serve --listen ADDR [--listen ADD
   --debug-addr H:P  serve Prometheus metrics on http://H:P/metrics (off by default)
   --stop-with-pid P shut down when process P exits (entrypoint.sh: buildkitd as PID 1)
   --shutdown-grace S on SIGTERM, seconds to let running builds finish before cancelling them (default 30)
-  --cache-max-size  upper bound of the context cache (default 20G); least recently used entries go first`;
+  --cache-max-size  upper bound of the context cache (default 20G); least recently used entries go first
+  --event-loop-report MS  every MS milliseconds, log the largest event-loop delay of that period (info, "event loop delay")`;
 
 export async function serve(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -43,6 +45,7 @@ export async function serve(argv: string[]): Promise<number> {
       'shutdown-grace': { type: 'string', default: '30' },
       'stop-with-pid': { type: 'string' },
       'debug-addr': { type: 'string' },
+      'event-loop-report': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -56,6 +59,9 @@ export async function serve(argv: string[]): Promise<number> {
   const level = values['log-level'] as Level;
   if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new UsageError(`invalid --log-level ${level}`, serveUsage);
   const log = createLogger(level, { component: 'shim' });
+  const loopEvery = values['event-loop-report'] === undefined ? undefined : Number(values['event-loop-report']);
+  if (loopEvery !== undefined && (!Number.isSafeInteger(loopEvery) || loopEvery < 10)) throw new UsageError(`invalid --event-loop-report ${values['event-loop-report']}: milliseconds, at least 10`, serveUsage);
+  const stopLoopReport = loopEvery ? reportEventLoop(loopEvery, log) : () => {};
 
   const exportsDir = path.resolve(values['exports-dir']);
   await fsp.mkdir(exportsDir, { recursive: true, mode: 0o755 });
@@ -119,6 +125,7 @@ export async function serve(argv: string[]): Promise<number> {
   await Promise.race([closing, new Promise((r) => setTimeout(r, 2_000).unref())]);
   await supervisor?.stop();
   closeMetrics?.();
+  stopLoopReport();
   control.close();
   for (const l of listens) if (l.kind === 'unix') await fsp.rm(l.path, { force: true });
   return 0;

@@ -2,6 +2,9 @@ import { HealthCheckResponse_ServingStatus, HealthService } from '../gen/grpc/he
 import type { RpcServer } from '../rpc/server.js';
 
 /** buildkitd checks the session every few seconds and closes it after two failures. */
-export function registerHealth(server: RpcServer): void {
-  server.unary(HealthService.check, async () => ({ status: HealthCheckResponse_ServingStatus.SERVING }));
+export function registerHealth(server: RpcServer, onCheck: () => void = () => {}): void {
+  server.unary(HealthService.check, async () => {
+    onCheck();
+    return { status: HealthCheckResponse_ServingStatus.SERVING };
+  });
 }

@@ -27,6 +27,8 @@ export interface SessionOptions {
   sharedKey: string;
   /** Registers the session's services (FileSync, FileSend, secrets...). Health is always there. */
   attach: (server: RpcServer) => void;
+  /** Called for every health check buildkitd makes on the session. */
+  onHealthCheck?: () => void;
 }
 
 export class BuildkitSession {
@@ -45,7 +47,7 @@ export class BuildkitSession {
     opts: SessionOptions,
   ) {
     this.closed = new Promise((r) => (this.resolveClosed = r));
-    registerHealth(this.server);
+    registerHealth(this.server, opts.onHealthCheck);
     opts.attach(this.server);
     this.md = [
       ['x-docker-expose-session-uuid', this.id],

@@ -177,6 +177,8 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   };
 
   const sshAgents = parseSshSpecs(opts.ssh);
+  // Base-image blobs are held whole in the cache's temp dir while the build runs.
+  const content = new HostContent(channel, path.join(env.cache.dir, 'tmp'));
   const session = new BuildkitSession(env.buildkitAddr, {
     name: `builder-shim ${opts.buildId}`,
     // Stable per host context, so buildkitd keeps the last copy of the context and asks
@@ -186,10 +188,11 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
       server.onError = (err, method) => log.warn({ err: String(err), method }, 'session call failed');
       registerFileSync(server, provider, (req, ms) => log.debug({ dir: req.dirName, ms }, 'diffcopy sent'));
       registerFileSend(server, targets);
-      registerContent(server, { [`oci:${OCI_STORE}`]: new HostContent(channel) });
+      registerContent(server, { [`oci:${OCI_STORE}`]: content });
       registerSecrets(server, opts.secrets);
       if (sshAgents.size) registerSsh(server, sshAgents);
     },
+    onHealthCheck: () => log.debug({ session: session.id }, 'session health check'),
   });
   const ref = randomUUID().replace(/-/g, '');
   const abort = new AbortController();
@@ -208,6 +211,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
     const req = solveRequest(opts, session.id, ref);
     Object.assign(req.FrontendAttrs, images.attrs);
     const status = followStatus(env.control, ref, abort.signal, (s) => printer.update(s));
+    log.info({ ref, session: session.id }, 'solve started');
     try {
       await callSolve(env.control, req, abort.signal);
     } catch (err) {
@@ -235,7 +239,9 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
     lost.removeEventListener('abort', onLost);
     channel.broken.removeEventListener('abort', onBroken);
     session.close();
+    log.info({ ref, session: session.id, ok }, 'session closed');
     channel.close(new ShimError(Code.CANCELLED, 'build-over', 'build finished'));
+    await content.close();
     if (env.metrics) env.metrics.bytesReceived += channel.bytesIn;
     void reading;
     if (!ok) {

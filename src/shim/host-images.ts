@@ -8,8 +8,16 @@
  * digest: "Info" answers `size`; "ReaderAt" with offset 0 and length 0 answers the size,
  * and with a length answers that many bytes (fewer only at the end of the blob).
  * A reply carrying `metadata.error` fails that one request.
+ *
+ * buildkitd gets no byte of a blob before the whole blob has arrived from the host and
+ * matched its digest: it is fetched into a temporary file first and served from there.
+ * buildkitd keeps a half-written blob and resumes it at its offset on the next build, which
+ * its reader of session stores cannot do ("unsupported offset"), so a host that went away
+ * mid-blob would otherwise break every later build of that image.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
 import { TransferDirection, type ClientStream, type ImageTransfer } from '../gen/com/apple/container/build/v1/builder.js';
 import { Code, ShimError, abortReason } from '../rpc/errors.js';
 import type { ContentProvider } from '../session/content.js';
@@ -67,8 +75,15 @@ export async function resolveOnHost(channel: HostChannel, ref: string, platform:
 /** The session content store `oci:container`, proxied to the host's image store. */
 export class HostContent implements ContentProvider {
   private readonly sizes = new Map<string, Promise<bigint>>();
+  /** Whole, digest-checked blobs in temporary files under `spoolDir`. */
+  private readonly blobs = new Map<string, Promise<string>>();
+  private closed = false;
 
-  constructor(private readonly channel: HostChannel) {}
+  /** `spoolDir`: where blobs are held while the build runs (removed by `close`). */
+  constructor(
+    private readonly channel: HostChannel,
+    private readonly spoolDir: string,
+  ) {}
 
   size(digest: string, _signal: AbortSignal): Promise<bigint> {
     let p = this.sizes.get(digest);
@@ -108,7 +123,68 @@ export class HostContent implements ContentProvider {
   }
 
   async *read(digest: string, offset: bigint, length: bigint, signal: AbortSignal): AsyncGenerator<Buffer> {
+    const file = await this.whole(digest, signal);
+    const fh = await fsp.open(file, 'r');
+    try {
+      for (let at = offset, end = offset + length; at < end; ) {
+        if (signal.aborted) throw abortReason(signal);
+        const n = Number(end - at < BigInt(READ_CHUNK) ? end - at : BigInt(READ_CHUNK));
+        const buf = Buffer.allocUnsafeSlow(n);
+        const { bytesRead } = await fh.read(buf, 0, n, Number(at));
+        if (bytesRead !== n) throw new ShimError(Code.INTERNAL, 'short-read', `held blob ${digest} ended at ${at + BigInt(bytesRead)}`);
+        at += BigInt(n);
+        yield buf;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** The blob's file once all of it has arrived and matched its digest (one fetch per digest). */
+  private whole(digest: string, signal: AbortSignal): Promise<string> {
+    if (this.closed) return Promise.reject(new ShimError(Code.CANCELLED, 'build-over', 'the build is over'));
+    let p = this.blobs.get(digest);
+    if (!p) {
+      p = this.fetchWhole(digest, signal);
+      this.blobs.set(digest, p);
+      p.catch(() => this.blobs.delete(digest));
+    }
+    return p;
+  }
+
+  private async fetchWhole(digest: string, signal: AbortSignal): Promise<string> {
+    const [algorithm, hex] = digest.split(':') as [string, string];
+    if (algorithm !== 'sha256' && algorithm !== 'sha512') throw new ShimError(Code.INVALID_ARGUMENT, 'bad-digest', `unsupported digest algorithm in ${digest}`);
     const size = await this.size(digest, signal);
+    const file = path.join(this.spoolDir, `blob.${hex.slice(0, 16)}.${randomUUID()}`);
+    const fh = await fsp.open(file, 'wx', 0o600);
+    let complete = false;
+    try {
+      const hash = createHash(algorithm);
+      for await (const data of this.fetchRange(digest, size, 0n, size)) {
+        hash.update(data);
+        await fh.write(data);
+      }
+      const got = `${algorithm}:${hash.digest('hex')}`;
+      if (got !== digest) throw new ShimError(Code.DATA_LOSS, 'blob-digest', `host sent content for ${digest} that has digest ${got}`);
+      complete = true;
+      return file;
+    } finally {
+      await fh.close().catch(() => {});
+      if (!complete) await fsp.rm(file, { force: true });
+    }
+  }
+
+  /** Removes the held blobs; reads after this fail. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const files = await Promise.all([...this.blobs.values()].map((p) => p.catch(() => undefined)));
+    this.blobs.clear();
+    await Promise.all(files.map((f) => f && fsp.rm(f, { force: true })));
+  }
+
+  /** Bytes [offset, offset+length) from the host, a few requests in flight, in order. */
+  private async *fetchRange(digest: string, size: bigint, offset: bigint, length: bigint): AsyncGenerator<Buffer> {
     const readerId = randomUUID();
     const end = offset + length;
     const inflight: Array<Promise<Buffer>> = [];
@@ -125,7 +201,6 @@ export class HostContent implements ContentProvider {
     let at = offset;
     fill();
     while (inflight.length) {
-      if (signal.aborted) throw abortReason(signal);
       const data = await inflight.shift()!;
       const want = end - at < BigInt(READ_CHUNK) ? end - at : BigInt(READ_CHUNK);
       if (BigInt(data.length) !== want) {

@@ -33,3 +33,18 @@ export async function buildctlBuild(o: BuildctlOptions): Promise<{ stdout: strin
   for (const [k, v] of Object.entries(o.opts ?? {})) args.push('--opt', `${k}=${v}`);
   return execFileP(requireBinary('buildctl'), args, { maxBuffer: 64 << 20 });
 }
+
+/** buildkitd's build history (`buildctl debug histories`): each solve's ref and whether it is still running. */
+export async function buildHistory(addr: string): Promise<Map<string, 'running' | 'done'>> {
+  const { stdout } = await execFileP(
+    requireBinary('buildctl'),
+    ['--addr', addr, 'debug', 'histories', '--format', '{{.Record.Ref}} {{if .Record.CompletedAt}}done{{else}}running{{end}}'],
+    { maxBuffer: 16 << 20, timeout: 30_000 },
+  );
+  const out = new Map<string, 'running' | 'done'>();
+  for (const line of stdout.split('\n')) {
+    const [ref, state] = line.trim().split(' ');
+    if (ref && (state === 'running' || state === 'done')) out.set(ref, state);
+  }
+  return out;
+}

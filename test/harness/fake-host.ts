@@ -1,21 +1,38 @@
 // A scripted host for fault tests: speaks the host half of PerformBuild by hand, acks
-// every IO packet, and lets a test decide how each Walk is answered (or not).
+// every IO packet (unless told otherwise), and lets a test decide how each Walk, IO packet
+// and image request is answered (or not).
 import { Metadata, credentials, type ClientDuplexStream } from '@grpc/grpc-js';
 import {
   BuilderClient,
   TransferDirection,
   type BuildTransfer,
   type ClientStream,
+  type ImageTransfer,
   type ServerStream,
 } from '../../src/gen/com/apple/container/build/v1/builder.js';
 import { encodeTerminalCommand } from '../../src/protocol/terminal.js';
 
-export interface WalkContext {
+export interface HostContext {
+  /** The id of the shim's request (the ServerStream's build_id). */
+  id: string;
+  /** Writes one raw message to the shim. */
+  send(msg: ClientStream): Promise<void>;
+  /** Drops the whole connection, as a host that dies would. */
+  disconnect(): void;
+}
+
+export interface WalkContext extends HostContext {
   req: BuildTransfer;
   /** Sends one reply packet for this Walk. */
   reply(fields: Partial<BuildTransfer>): void;
-  /** Drops the whole connection, as a host that dies would. */
-  disconnect(): void;
+}
+
+export interface IoContext extends HostContext {
+  data: Buffer;
+  /** All progress text received so far, this packet included. */
+  progress: string;
+  /** Acks this packet (the default when `onIo` is not given). */
+  ack(): void;
 }
 
 export interface FakeBuildOptions {
@@ -27,6 +44,10 @@ export interface FakeBuildOptions {
   headers?: Array<[string, string]>;
   /** Called for every fssync request (Walk, and Fetch in manifest mode). */
   onWalk(w: WalkContext): Promise<void> | void;
+  /** Called for every IO packet instead of acking it. */
+  onIo?(io: IoContext): void;
+  /** Called for every image transfer (resolver, content-store); ignored when absent. */
+  onImage?(req: ImageTransfer, host: HostContext): Promise<void> | void;
 }
 
 export interface FakeBuildResult {
@@ -53,16 +74,34 @@ export function fakeBuild(o: FakeBuildOptions): Promise<FakeBuildResult> {
     };
     call.on('status', (s) => finish(s.code, s.details));
     call.on('error', () => {});
+    const send = (m: ClientStream) =>
+      new Promise<void>((res) => {
+        if (call.write(m)) res();
+        else call.once('drain', () => res());
+      });
+    const host = (id: string): HostContext => ({ id, send, disconnect: () => call.cancel() });
+    const fail = (err: unknown) => {
+      if (process.env.FAKE_HOST_DEBUG) process.stderr.write(`fake host: ${String(err)}\n`);
+      call.cancel();
+    };
     call.on('data', (msg: ServerStream) => {
       if (msg.io) {
-        progress += Buffer.from(msg.io.data).toString();
-        call.write({ buildId: msg.buildId, command: { id: msg.buildId, command: encodeTerminalCommand({ code: 'ack', rows: 0, cols: 0 }) } });
+        const data = Buffer.from(msg.io.data);
+        progress += data.toString();
+        const ack = () => void call.write({ buildId: msg.buildId, command: { id: msg.buildId, command: encodeTerminalCommand({ code: 'ack', rows: 0, cols: 0 }) } });
+        if (o.onIo) o.onIo({ ...host(msg.buildId), data, progress, ack });
+        else ack();
+        return;
+      }
+      if (msg.imageTransfer) {
+        if (o.onImage) void Promise.resolve(o.onImage(msg.imageTransfer, host(msg.buildId))).catch(fail);
         return;
       }
       const bt = msg.buildTransfer;
       if (bt?.metadata.stage !== 'fssync') return;
       if (process.env.FAKE_HOST_DEBUG) process.stderr.write(`fake host: ${bt.metadata.method} ${bt.metadata.mode} ${bt.data.length}\n`);
       const w: WalkContext = {
+        ...host(msg.buildId),
         req: bt,
         reply: (fields) =>
           call.write({
@@ -77,12 +116,8 @@ export function fakeBuild(o: FakeBuildOptions): Promise<FakeBuildResult> {
               ...fields,
             },
           }),
-        disconnect: () => call.cancel(),
       };
-      void Promise.resolve(o.onWalk(w)).catch((err) => {
-        if (process.env.FAKE_HOST_DEBUG) process.stderr.write(`fake host: ${String(err)}\n`);
-        call.cancel();
-      });
+      void Promise.resolve(o.onWalk(w)).catch(fail);
     });
   });
 }
