@@ -56,6 +56,22 @@ export interface FakeBuildResult {
   progress: string;
 }
 
+/** The host's answer to a context request (`id` on exchange `buildId`); `fields` override. */
+export function walkReply(buildId: string, id: string, fields: Partial<BuildTransfer>): ClientStream {
+  return {
+    buildId,
+    buildTransfer: {
+      id,
+      direction: TransferDirection.OUTOF,
+      data: Buffer.alloc(0),
+      complete: false,
+      isDirectory: false,
+      metadata: { os: 'linux', stage: 'fssync', mode: 'tar' },
+      ...fields,
+    },
+  };
+}
+
 export function fakeBuild(o: FakeBuildOptions): Promise<FakeBuildResult> {
   const client = new BuilderClient(o.addr, credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20 });
   const md = new Metadata();
@@ -104,18 +120,7 @@ export function fakeBuild(o: FakeBuildOptions): Promise<FakeBuildResult> {
         ...host(msg.buildId),
         req: bt,
         reply: (fields) =>
-          call.write({
-            buildId: msg.buildId,
-            buildTransfer: {
-              id: bt.id,
-              direction: TransferDirection.OUTOF,
-              data: Buffer.alloc(0),
-              complete: false,
-              isDirectory: false,
-              metadata: { os: 'linux', stage: 'fssync', mode: 'tar' },
-              ...fields,
-            },
-          }),
+          call.write(walkReply(msg.buildId, bt.id, fields)),
       };
       void Promise.resolve(o.onWalk(w)).catch(fail);
     });

@@ -6,11 +6,11 @@ import net from 'node:net';
 import {
   ClientStream,
   ServerStream,
-  TransferDirection,
   type BuildTransfer,
 } from '../../src/gen/com/apple/container/build/v1/builder.js';
 import { deframe, frame } from '../../src/rpc/framing.js';
 import { encodeTerminalCommand } from '../../src/protocol/terminal.js';
+import { walkReply } from './fake-host.js';
 
 export interface RawResult {
   /** grpc-status, or -1 when the stream ended without one. */
@@ -75,18 +75,7 @@ export function rawBuild(o: RawBuildOptions): RawHost {
     },
     send: (msg) => host.writeRaw(frame(ClientStream.encode(msg).finish())),
     reply: (to, fields) =>
-      host.send({
-        buildId: to.buildId,
-        buildTransfer: {
-          id: to.buildTransfer?.id ?? '',
-          direction: TransferDirection.OUTOF,
-          data: Buffer.alloc(0),
-          complete: false,
-          isDirectory: false,
-          metadata: { os: 'linux', stage: 'fssync', mode: 'tar' },
-          ...fields,
-        },
-      }),
+      host.send(walkReply(to.buildId, to.buildTransfer?.id ?? '', fields)),
     end: () => stream.end(),
     result: (async () => {
       try {
