@@ -25,6 +25,7 @@ const execFileP = promisify(execFile);
 const buildkitAddr = inject('buildkitAddr');
 const busybox = inject('busyboxRef');
 const registryHost = inject('registryHost');
+const buildkitdPid = inject('buildkitdPid');
 let shim: Shim;
 let work: string;
 const rows: string[][] = [];
@@ -33,6 +34,17 @@ interface Run {
   ms: number;
   bytes?: number;
   rssMb?: number;
+  /** CPU seconds (user + system, all threads) the shim spent on the build. */
+  cpuS?: number;
+  /** CPU seconds buildkitd spent meanwhile. */
+  bkCpuS: number;
+}
+
+/** CPU seconds used so far by process `pid` (user + system). */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 async function resetPeak(pid: number) {
@@ -45,6 +57,8 @@ async function peakMb(pid: number): Promise<number> {
 
 async function ours(ctx: string, extra: string[] = []): Promise<Run> {
   await resetPeak(shim.svc.pid);
+  const cpu0 = await cpuSeconds(shim.svc.pid);
+  const bk0 = await cpuSeconds(buildkitdPid);
   const out = path.join(work, `o-${Date.now()}`);
   const t0 = performance.now();
   const res = await runCli(['build', '--builder', shim.addr, '--exports-dir', shim.exportsDir, '--state-dir', path.join(work, 'state'), '-q', '-o', `type=local,dest=${out}`, ...extra, ctx], {
@@ -54,21 +68,23 @@ async function ours(ctx: string, extra: string[] = []): Promise<Run> {
   if (res.code !== 0) throw new Error(`builder-shim build failed: ${res.stderr}`);
   await fsp.rm(out, { recursive: true, force: true });
   const bytes = Number(/bytes sent to the builder: (\d+)/.exec(res.stderr)?.[1] ?? NaN);
-  return { ms, bytes, rssMb: await peakMb(shim.svc.pid) };
+  return { ms, bytes, rssMb: await peakMb(shim.svc.pid), cpuS: (await cpuSeconds(shim.svc.pid)) - cpu0, bkCpuS: (await cpuSeconds(buildkitdPid)) - bk0 };
 }
 
 async function theirs(ctx: string, dockerfileDir = ctx): Promise<Run> {
   const out = path.join(work, `b-${Date.now()}`);
+  const bk0 = await cpuSeconds(buildkitdPid);
   const t0 = performance.now();
   await execFileP(requireBinary('buildctl'), ['--addr', buildkitAddr, 'build', '--frontend', 'dockerfile.v0', '--local', `context=${ctx}`, '--local', `dockerfile=${dockerfileDir}`, '--output', `type=local,dest=${out}`], { maxBuffer: 256 << 20 });
   const ms = performance.now() - t0;
+  const bkCpuS = (await cpuSeconds(buildkitdPid)) - bk0;
   await fsp.rm(out, { recursive: true, force: true });
-  return { ms };
+  return { ms, bkCpuS };
 }
 
 function row(name: string, a: Run, b: Run, contextBytes?: number) {
   const pct = a.bytes !== undefined && contextBytes ? ` (${((a.bytes / contextBytes) * 100).toFixed(1)} % of the context)` : '';
-  rows.push([name, `${(a.ms / 1000).toFixed(2)} s`, `${(b.ms / 1000).toFixed(2)} s`, `${(a.ms / b.ms).toFixed(2)}×`, a.bytes === undefined || Number.isNaN(a.bytes) ? '-' : `${a.bytes}${pct}`, a.rssMb === undefined ? '-' : `${a.rssMb} MB`]);
+  rows.push([name, `${(a.ms / 1000).toFixed(2)} s`, `${(b.ms / 1000).toFixed(2)} s`, `${(a.ms / b.ms).toFixed(2)}×`, a.bytes === undefined || Number.isNaN(a.bytes) ? '-' : `${a.bytes}${pct}`, a.rssMb === undefined ? '-' : `${a.rssMb} MB`, a.cpuS === undefined ? '-' : `${a.cpuS.toFixed(2)} s`, `${a.bkCpuS.toFixed(2)} s / ${b.bkCpuS.toFixed(2)} s`]);
 }
 
 /**
@@ -109,7 +125,7 @@ afterAll(async () => {
   if (process.env.BENCH_SHIM_LOG) await fsp.writeFile(process.env.BENCH_SHIM_LOG, shim?.svc.all.toString() ?? '');
   await shim?.stop();
   await fsp.rm(work, { recursive: true, force: true });
-  const header = ['case', 'builder-shim', 'buildctl', 'ratio', 'bytes over the Builder API', 'shim peak RSS'];
+  const header = ['case', 'builder-shim', 'buildctl', 'ratio', 'bytes over the Builder API', 'shim peak RSS', 'shim CPU', 'buildkitd CPU (ours / buildctl)'];
   const table = [header, header.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
   const ready = `shim ready to serve ${Math.round(shimReadyMs)} ms after it was spawned (median of three starts, to its "serving" log line)`;
   process.stdout.write(`\n${table}\n\n${ready}\n`);

@@ -1,14 +1,19 @@
 /*
- * A tiny N-API addon for what Node's fs cannot do exactly: set a file's times to the
- * nanosecond. fs.utimes takes seconds as a double and libuv keeps microseconds, so an
- * exported tree would differ from BuildKit's own (Go keeps nanoseconds) whenever the lost
- * digits carry across a millisecond.
+ * A tiny N-API addon for what Node's fs cannot do well:
+ * - set a file's times to the nanosecond. fs.utimes takes seconds as a double and libuv
+ *   keeps microseconds, so an exported tree would differ from BuildKit's own (Go keeps
+ *   nanoseconds) whenever the lost digits carry across a millisecond;
+ * - store or read a small file in one thread-pool job. fs.promises hands every system call
+ *   (open, write, close, rename; open, fstat, read, close) to the pool and back on its own,
+ *   and for contexts of many small files those hand-offs cost more than the calls.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <node_api.h>
 
 /* utimens(path: string, mtimeNs: bigint, nofollow: boolean): undefined; atime = mtime */
@@ -51,10 +56,127 @@ static napi_value Utimens(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* One job of storeFile or readInto, run on the libuv thread pool. */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref buffer; /* keeps the data alive while the job runs */
+  int store;       /* 1: storeFile, 0: readInto */
+  char tmp[4097];
+  char final[4097];
+  char *data;
+  size_t len;
+  size_t done; /* bytes read (readInto) */
+  int err;     /* errno of the failed call, 0 on success */
+  const char *call;
+} FileJob;
+
+static void RunJob(napi_env env, void *arg) {
+  FileJob *j = arg;
+  if (j->store) {
+    int fd = open(j->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) { j->err = errno; j->call = "open"; return; }
+    size_t off = 0;
+    while (off < j->len) {
+      ssize_t n = write(fd, j->data + off, j->len - off);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        j->err = errno; j->call = "write"; break;
+      }
+      off += (size_t)n;
+    }
+    if (close(fd) < 0 && !j->err) { j->err = errno; j->call = "close"; }
+    if (!j->err && rename(j->tmp, j->final) < 0) { j->err = errno; j->call = "rename"; }
+    if (j->err) unlink(j->tmp);
+    return;
+  }
+  int fd = open(j->final, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) { j->err = errno; j->call = "open"; return; }
+  while (j->done < j->len) {
+    ssize_t n = read(fd, j->data + j->done, j->len - j->done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      j->err = errno; j->call = "read"; break;
+    }
+    if (n == 0) break;
+    j->done += (size_t)n;
+  }
+  close(fd);
+}
+
+static void FinishJob(napi_env env, napi_status status, void *arg) {
+  FileJob *j = arg;
+  if (j->err) {
+    char msg[4400];
+    snprintf(msg, sizeof msg, "%s %s: %s", j->call, j->store ? j->tmp : j->final, strerror(j->err));
+    napi_value code, text, err;
+    napi_create_string_utf8(env, j->err == ENOENT ? "ENOENT" : j->err == EEXIST ? "EEXIST" : j->err == ENOSPC ? "ENOSPC" : "EIO", NAPI_AUTO_LENGTH, &code);
+    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+    napi_create_error(env, code, text, &err);
+    napi_set_named_property(env, err, "code", code);
+    napi_reject_deferred(env, j->deferred, err);
+  } else {
+    napi_value n;
+    napi_create_double(env, (double)j->done, &n);
+    napi_resolve_deferred(env, j->deferred, n);
+  }
+  napi_delete_reference(env, j->buffer);
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+static int PathArg(napi_env env, napi_value v, char *out) {
+  size_t len = 0;
+  return napi_get_value_string_utf8(env, v, out, 4097, &len) == napi_ok && len < 4095;
+}
+
+/* Starts a job; args: paths (storeFile: tmp, final; readInto: path), then the buffer. */
+static napi_value StartJob(napi_env env, napi_callback_info info, int store) {
+  size_t argc = 3;
+  napi_value args[3];
+  size_t want = store ? 3 : 2;
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, NULL, store ? "storeFile(tmp, final, data) needs three arguments" : "readInto(path, buffer) needs two arguments");
+    return NULL;
+  }
+  FileJob *j = calloc(1, sizeof *j);
+  if (!j) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  j->store = store;
+  int ok = store ? PathArg(env, args[0], j->tmp) && PathArg(env, args[1], j->final) : PathArg(env, args[0], j->final);
+  void *data = NULL;
+  bool isBuffer = false;
+  napi_is_buffer(env, args[want - 1], &isBuffer);
+  if (!ok || !isBuffer || napi_get_buffer_info(env, args[want - 1], &data, &j->len) != napi_ok) {
+    free(j);
+    napi_throw_type_error(env, NULL, "paths must be strings shorter than 4095 bytes and the data a Buffer");
+    return NULL;
+  }
+  j->data = data;
+  napi_value promise, name;
+  napi_create_reference(env, args[want - 1], 1, &j->buffer);
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, store ? "storeFile" : "readInto", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, RunJob, FinishJob, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
+/* storeFile(tmp, final, data): Promise<number>; creates tmp (exclusive), writes, renames. */
+static napi_value StoreFile(napi_env env, napi_callback_info info) { return StartJob(env, info, 1); }
+/* readInto(path, buffer): Promise<number of bytes read>, at most buffer.length. */
+static napi_value ReadInto(napi_env env, napi_callback_info info) { return StartJob(env, info, 0); }
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "utimens", NAPI_AUTO_LENGTH, Utimens, NULL, &fn);
   napi_set_named_property(env, exports, "utimens", fn);
+  napi_create_function(env, "storeFile", NAPI_AUTO_LENGTH, StoreFile, NULL, &fn);
+  napi_set_named_property(env, exports, "storeFile", fn);
+  napi_create_function(env, "readInto", NAPI_AUTO_LENGTH, ReadInto, NULL, &fn);
+  napi_set_named_property(env, exports, "readInto", fn);
   return exports;
 }
 

@@ -19,6 +19,7 @@ import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { Code, ShimError } from '../rpc/errors.js';
 import { EMPTY_DIGEST } from '../fssync/manifest.js';
+import { readWholeFile, storeWholeFile } from '../fssync/fsutil-addon.js';
 
 const HEX = /^[0-9a-f]{64}$/;
 
@@ -86,6 +87,27 @@ export class Incoming {
       await this.fh?.close();
       this.fh = undefined;
       await fsp.rename(this.tmp, final);
+      this.finished = true;
+      this.settle();
+    } catch (err) {
+      await this.fail(new ShimError(Code.DATA_LOSS, 'context-content', `context file content ${this.digest} is wrong: ${(err as Error).message}`));
+    } finally {
+      this.events.emit('progress');
+    }
+  }
+
+  /**
+   * Stores the whole content at once, instead of `write` and `finish`: checked against the
+   * digest first, then written to the temporary file and renamed in one thread-pool job.
+   */
+  async finishWhole(data: Buffer, final: string): Promise<void> {
+    try {
+      if (this.written || this.fh) throw new Error('part of it was written already');
+      if (data.length !== this.size) throw new Error(`received ${data.length} of ${this.size} bytes`);
+      const got = this.hash.update(data).digest('hex');
+      if (got !== this.digest) throw new Error(`content has digest ${got}`);
+      await storeWholeFile(this.tmp, final, data);
+      this.written = data.length;
       this.finished = true;
       this.settle();
     } catch (err) {
@@ -217,9 +239,13 @@ export class FileStore {
     return inc;
   }
 
-  /** Moves a complete file into place; `data`, its whole content when small, is kept for a while. */
+  /**
+   * Moves a complete file into place. With `data`, its whole content that was not written
+   * yet, stores that in one go; small contents are also kept in memory for a while.
+   */
   async commit(inc: Incoming, data?: Buffer): Promise<void> {
-    await inc.finish(this.pathOf(inc.digest));
+    if (data) await inc.finishWhole(data, this.pathOf(inc.digest));
+    else await inc.finish(this.pathOf(inc.digest));
     if (inc.finished && data && data.length <= 256 << 10) this.recent.set(inc.digest, Buffer.from(data));
     this.incoming.delete(inc.digest);
     if (inc.finished && !this.known.has(inc.digest)) {
@@ -254,6 +280,8 @@ export class FileStore {
     if (inc) await inc.done;
     const kept = this.recent.get(digest);
     if (kept) return kept;
+    const size = this.known.get(digest)?.size;
+    if (size !== undefined) return readWholeFile(this.pathOf(digest), size);
     return fsp.readFile(this.pathOf(digest), { flag: fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW });
   }
 

@@ -213,7 +213,7 @@ async function fetchBatch(env: ManifestWalkEnv, batch: Incoming[], signal: Abort
           gathered = [];
           gatheredLen = 0;
           cur = undefined;
-          await spawn(inc.write(whole).then(() => env.files.commit(inc, whole)));
+          await spawn(env.files.commit(inc, whole));
         }
       } else {
         // Keep receiving while a few writes are queued behind each other in the store.

@@ -4,28 +4,8 @@
  * scripts/build-native.sh) calls utimensat; without it, fs.utimes is used and the times
  * lose their last three digits.
  */
-import { createRequire } from 'node:module';
 import fsp from 'node:fs/promises';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-interface FsutilAddon {
-  utimens(path: string, mtimeNs: bigint, nofollow: boolean): void;
-}
-
-const addonPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../build/native/fsutil.node');
-
-let addon: FsutilAddon | null | undefined;
-function load(): FsutilAddon | null {
-  if (addon === undefined) {
-    try {
-      addon = createRequire(import.meta.url)(addonPath) as FsutilAddon;
-    } catch {
-      addon = null;
-    }
-  }
-  return addon;
-}
+import { fsutilAddon as load } from './fsutil-addon.js';
 
 /** True when times are set to the nanosecond (the addon is built). */
 export function exactTimes(): boolean {

@@ -19,6 +19,8 @@ declare module 'vitest' {
     registryHost: string;
     /** 127.0.0.1:PORT/library/busybox:1 */
     busyboxRef: string;
+    /** buildkitd's process id (the benchmarks read its CPU time) */
+    buildkitdPid: number;
   }
 }
 
@@ -107,6 +109,7 @@ export async function setup(p: TestProject): Promise<void> {
     p.provide('buildkitAddr', buildkitd!.addr);
     p.provide('registryHost', reg.host);
     p.provide('busyboxRef', ref.value);
+    p.provide('buildkitdPid', buildkitd!.pid);
     say(
       `buildkitd pid ${buildkitd!.pid} at ${buildkitd!.addr} (snapshotter ${buildkitd!.snapshotter}), ` +
         `registry pid ${reg.pid} at ${reg.host}, ${ref.value} seeded; ready in ${Date.now() - t0} ms`,

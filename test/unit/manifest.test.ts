@@ -107,6 +107,45 @@ describe('file store', () => {
     }
   });
 
+  it('stores a whole content in one go (checked first), and reads refuse a stored file of the wrong size', async () => {
+    const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fstore-'));
+    try {
+      const store = new FileStore(root, 1 << 30);
+      await store.init();
+      await store.scan();
+      const content = Buffer.from('small file content\n'.repeat(500));
+      const d = createHash('sha256').update(content).digest('hex');
+      const inc = store.begin(d, content.length)!;
+      const following = store.read(d);
+      await store.commit(inc, content);
+      expect((await following).equals(content)).toBe(true);
+      expect((await fsp.readFile(store.pathOf(d))).equals(content)).toBe(true);
+      expect((await fsp.stat(store.pathOf(d))).mode & 0o777).toBe(0o600);
+
+      // Wrong digest, and wrong size: nothing is written, nothing is left in tmp/.
+      const bad = store.begin(sha('other'), 3)!;
+      await expect(store.commit(bad, Buffer.from('abc'))).rejects.toThrow(/is wrong: content has digest/);
+      const short = store.begin(d.replace(/^./, d[0] === 'a' ? 'b' : 'a'), 10)!;
+      await expect(store.commit(short, Buffer.from('abc'))).rejects.toThrow(/received 3 of 10 bytes/);
+      expect(await fsp.readdir(path.join(root, 'tmp'))).toEqual([]);
+      await expect(fsp.stat(store.pathOf(sha('other')))).rejects.toThrow(/ENOENT/);
+
+      // A second process (no in-memory copy) reading a stored file that changed size on disk.
+      const other = new FileStore(root, 1 << 30);
+      await other.init();
+      await other.scan();
+      expect((await other.read(d)).equals(content)).toBe(true);
+      await fsp.appendFile(store.pathOf(d), 'x');
+      const again = new FileStore(root, 1 << 30);
+      await again.init();
+      await again.scan();
+      await fsp.writeFile(store.pathOf(d), 'tiny');
+      await expect(again.read(d)).rejects.toThrow(/has 4 bytes, expected/);
+    } finally {
+      await fsp.rm(root, { recursive: true, force: true });
+    }
+  });
+
   it('keeps queued writes in order, and a failed write fails the file without a leftover', async () => {
     const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fstore-'));
     try {
