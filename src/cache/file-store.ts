@@ -28,6 +28,8 @@ export class Incoming {
   written = 0;
   error: Error | undefined;
   finished = false;
+  /** The whole content, once checked, while `finishWhole` is still storing it. */
+  early: Buffer | undefined;
   readonly done: Promise<void>;
   private settle!: (err?: Error) => void;
   private readonly events = new EventEmitter();
@@ -106,13 +108,18 @@ export class Incoming {
       if (data.length !== this.size) throw new Error(`received ${data.length} of ${this.size} bytes`);
       const got = this.hash.update(data).digest('hex');
       if (got !== this.digest) throw new Error(`content has digest ${got}`);
+      // Checked: readers may have it now, while it goes to disk.
+      this.early = data;
+      this.events.emit('progress');
       await storeWholeFile(this.tmp, final, data);
       this.written = data.length;
       this.finished = true;
       this.settle();
     } catch (err) {
-      await this.fail(new ShimError(Code.DATA_LOSS, 'context-content', `context file content ${this.digest} is wrong: ${(err as Error).message}`));
+      const e = err as NodeJS.ErrnoException;
+      await this.fail(this.early ? new ShimError(Code.INTERNAL, 'context-store', `storing context file content ${this.digest} failed: ${e.message}`) : new ShimError(Code.DATA_LOSS, 'context-content', `context file content ${this.digest} is wrong: ${e.message}`));
     } finally {
+      this.early = undefined;
       this.events.emit('progress');
     }
   }
@@ -129,12 +136,15 @@ export class Incoming {
     await fsp.rm(this.tmp, { force: true });
   }
 
-  /** Resolves once more than `offset` bytes are there, or the file is done or failed. */
+  /**
+   * Resolves once more than `offset` bytes are there (on disk, or checked in `early`), or
+   * the file is done or failed.
+   */
   progressPast(offset: number): Promise<void> {
-    if (this.written > offset || this.finished || this.error) return Promise.resolve();
+    if (this.written > offset || this.early || this.finished || this.error) return Promise.resolve();
     return new Promise((resolve) => {
       const check = () => {
-        if (this.written > offset || this.finished || this.error) {
+        if (this.written > offset || this.early || this.finished || this.error) {
           this.events.off('progress', check);
           resolve();
         }
@@ -277,7 +287,11 @@ export class FileStore {
   async read(digest: string): Promise<Buffer> {
     if (digest === EMPTY_DIGEST) return Buffer.alloc(0);
     const inc = this.incoming.get(digest);
-    if (inc) await inc.done;
+    if (inc) {
+      await inc.progressPast(inc.size);
+      if (inc.early) return inc.early;
+      await inc.done;
+    }
     const kept = this.recent.get(digest);
     if (kept) return kept;
     const size = this.known.get(digest)?.size;
@@ -312,6 +326,11 @@ export class FileStore {
 
 async function* followIncoming(inc: Incoming, final: string): AsyncGenerator<Buffer> {
   await inc.progressPast(0);
+  const early = inc.early;
+  if (early) {
+    for (let off = 0; off < early.length; off += 1 << 20) yield early.subarray(off, off + (1 << 20));
+    return;
+  }
   let fh: fsp.FileHandle | undefined;
   try {
     fh = await fsp.open(inc.tmp, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW).catch(async (err: NodeJS.ErrnoException) => {
