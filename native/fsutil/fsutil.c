@@ -169,6 +169,104 @@ static napi_value StoreFile(napi_env env, napi_callback_info info) { return Star
 /* readInto(path, buffer): Promise<number of bytes read>, at most buffer.length. */
 static napi_value ReadInto(napi_env env, napi_callback_info info) { return StartJob(env, info, 0); }
 
+/* lstatMany: the lstat of many paths in one thread-pool job. */
+#define LSTAT_FIELDS 9 /* mode, size, mtimeNs, ctimeNs, ino, dev, nlink, uid, gid; mode 0: failed */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref out;
+  char **paths;
+  size_t count;
+  int64_t *fields;
+} LstatJob;
+
+static void RunLstat(napi_env env, void *arg) {
+  LstatJob *j = arg;
+  for (size_t i = 0; i < j->count; i++) {
+    int64_t *f = j->fields + i * LSTAT_FIELDS;
+    struct stat st;
+    if (lstat(j->paths[i], &st) < 0) {
+      memset(f, 0, LSTAT_FIELDS * sizeof *f);
+      continue;
+    }
+    f[0] = st.st_mode;
+    f[1] = st.st_size;
+    f[2] = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    f[3] = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+    f[4] = (int64_t)st.st_ino;
+    f[5] = (int64_t)st.st_dev;
+    f[6] = (int64_t)st.st_nlink;
+    f[7] = st.st_uid;
+    f[8] = st.st_gid;
+  }
+}
+
+static void FinishLstat(napi_env env, napi_status status, void *arg) {
+  LstatJob *j = arg;
+  napi_value out;
+  napi_get_reference_value(env, j->out, &out);
+  napi_resolve_deferred(env, j->deferred, out);
+  napi_delete_reference(env, j->out);
+  for (size_t i = 0; i < j->count; i++) free(j->paths[i]);
+  free(j->paths);
+  napi_delete_async_work(env, j->work);
+  free(j);
+}
+
+/* lstatMany(paths: string[], out: BigInt64Array of paths.length * 9): Promise<out> */
+static napi_value LstatMany(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  bool isArray = false, isTyped = false;
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_is_array(env, args[0], &isArray) != napi_ok || !isArray ||
+      napi_is_typedarray(env, args[1], &isTyped) != napi_ok || !isTyped) {
+    napi_throw_type_error(env, NULL, "lstatMany(paths, out) needs an array of strings and a BigInt64Array");
+    return NULL;
+  }
+  uint32_t count = 0;
+  napi_get_array_length(env, args[0], &count);
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  napi_get_typedarray_info(env, args[1], &type, &length, &data, NULL, NULL);
+  if (type != napi_bigint64_array || length < (size_t)count * LSTAT_FIELDS) {
+    napi_throw_type_error(env, NULL, "out must be a BigInt64Array of paths.length * 9");
+    return NULL;
+  }
+  LstatJob *j = calloc(1, sizeof *j);
+  char **paths = calloc(count ? count : 1, sizeof *paths);
+  if (!j || !paths) {
+    free(j);
+    free(paths);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  j->paths = paths;
+  j->fields = data;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value v;
+    size_t len = 0;
+    napi_get_element(env, args[0], i, &v);
+    if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || !(paths[i] = malloc(len + 1))) {
+      for (uint32_t k = 0; k < i; k++) free(paths[k]);
+      free(paths);
+      free(j);
+      napi_throw_type_error(env, NULL, "paths must be strings");
+      return NULL;
+    }
+    napi_get_value_string_utf8(env, v, paths[i], len + 1, &len);
+    j->count = i + 1;
+  }
+  napi_value promise, name;
+  napi_create_reference(env, args[1], 1, &j->out);
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "lstatMany", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, RunLstat, FinishLstat, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "utimens", NAPI_AUTO_LENGTH, Utimens, NULL, &fn);
@@ -177,6 +275,8 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "storeFile", fn);
   napi_create_function(env, "readInto", NAPI_AUTO_LENGTH, ReadInto, NULL, &fn);
   napi_set_named_property(env, exports, "readInto", fn);
+  napi_create_function(env, "lstatMany", NAPI_AUTO_LENGTH, LstatMany, NULL, &fn);
+  napi_set_named_property(env, exports, "lstatMany", fn);
   return exports;
 }
 

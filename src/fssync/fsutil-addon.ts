@@ -15,6 +15,8 @@ export interface FsutilAddon {
   storeFile(tmp: string, final: string, data: Buffer): Promise<number>;
   /** Reads `path` (not following a final symlink) into `buf`; the bytes read, at most its length. */
   readInto(path: string, buf: Buffer): Promise<number>;
+  /** The lstat of each path into `out`, 9 fields each (mode 0 where it failed). */
+  lstatMany(paths: readonly string[], out: BigInt64Array): Promise<BigInt64Array>;
 }
 
 const addonPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../build/native/fsutil.node');
@@ -58,6 +60,68 @@ export async function readWholeFile(file: string, size: number): Promise<Buffer>
   // One byte more than expected shows a file that grew.
   const buf = Buffer.allocUnsafe(size + 1);
   const n = await a.readInto(file, buf);
-  if (n !== size) throw new Error(`${file} has ${n > size ? 'more than ' : ''}${n} bytes, expected ${size}`);
+  if (n !== size) throw new Error(`${file} has ${n > size ? `more than ${size}` : n} bytes, expected ${size}`);
   return buf.subarray(0, size);
+}
+
+/** What the context walk reads of an lstat; fs.BigIntStats has it all. */
+export type StatLike = Pick<fs.BigIntStats, 'mode' | 'size' | 'mtimeNs' | 'ctimeNs' | 'ino' | 'dev' | 'nlink' | 'uid' | 'gid' | 'isDirectory' | 'isFile' | 'isSymbolicLink' | 'isSocket' | 'isFIFO'>;
+
+const FIELDS = 9;
+
+class BatchStat implements StatLike {
+  constructor(
+    readonly mode: bigint,
+    readonly size: bigint,
+    readonly mtimeNs: bigint,
+    readonly ctimeNs: bigint,
+    readonly ino: bigint,
+    readonly dev: bigint,
+    readonly nlink: bigint,
+    readonly uid: bigint,
+    readonly gid: bigint,
+  ) {}
+  private is(type: number): boolean {
+    return (Number(this.mode) & fs.constants.S_IFMT) === type;
+  }
+  isDirectory(): boolean {
+    return this.is(fs.constants.S_IFDIR);
+  }
+  isFile(): boolean {
+    return this.is(fs.constants.S_IFREG);
+  }
+  isSymbolicLink(): boolean {
+    return this.is(fs.constants.S_IFLNK);
+  }
+  isSocket(): boolean {
+    return this.is(fs.constants.S_IFSOCK);
+  }
+  isFIFO(): boolean {
+    return this.is(fs.constants.S_IFIFO);
+  }
+}
+
+/**
+ * The lstat of each path (undefined where it fails, e.g. the file is gone), in one
+ * thread-pool job when the addon is built, else `concurrency` fs.lstat calls at a time.
+ */
+export async function lstatMany(paths: readonly string[], concurrency = 32): Promise<Array<StatLike | undefined>> {
+  const a = fsutilAddon();
+  const out: Array<StatLike | undefined> = new Array(paths.length);
+  if (a) {
+    const f = await a.lstatMany(paths, new BigInt64Array(paths.length * FIELDS));
+    for (let i = 0, o = 0; i < paths.length; i++, o += FIELDS) {
+      out[i] = f[o] === 0n ? undefined : new BatchStat(f[o]!, f[o + 1]!, f[o + 2]!, f[o + 3]!, f[o + 4]!, f[o + 5]!, f[o + 6]!, f[o + 7]!, f[o + 8]!);
+    }
+    return out;
+  }
+  let next = 0;
+  const worker = async () => {
+    while (next < paths.length) {
+      const i = next++;
+      out[i] = await fsp.lstat(paths[i]!, { bigint: true }).catch(() => undefined);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, paths.length) }, worker));
+  return out;
 }

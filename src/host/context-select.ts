@@ -10,16 +10,16 @@
  * root is canonicalised with realpath, only real (non-link) directories are descended,
  * and every directory read is checked to still be inside the root.
  */
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { lstatMany, type StatLike } from '../fssync/fsutil-addon.js';
 import { comparePaths } from '../fssync/paths.js';
 import type { TarType } from './tar-writer.js';
 
 export interface ContextFile {
   rel: string;
   abs: string;
-  st: fs.BigIntStats;
+  st: StatLike;
   type: TarType;
   linkname: string;
 }
@@ -98,7 +98,7 @@ export class ContextSelector {
     this.checkedDirs.add(rel);
   }
 
-  private async lstat(rel: string): Promise<fs.BigIntStats | undefined> {
+  private async lstat(rel: string): Promise<StatLike | undefined> {
     try {
       return await fsp.lstat(this.abs(rel), { bigint: true });
     } catch {
@@ -106,7 +106,7 @@ export class ContextSelector {
     }
   }
 
-  private async add(rel: string, st?: fs.BigIntStats): Promise<ContextFile | undefined> {
+  private async add(rel: string, st?: StatLike): Promise<ContextFile | undefined> {
     if (!rel) return undefined;
     const known = this.chosen.get(rel);
     if (known) return known;
@@ -140,16 +140,9 @@ export class ContextSelector {
     await this.checkDir(rel);
     const dirents = await fsp.readdir(this.abs(rel), { withFileTypes: true });
     const children = dirents.map((d) => (rel ? `${rel}/${d.name}` : d.name));
-    // lstat a directory's entries several at a time: one at a time leaves the disk idle.
-    const stats: Array<fs.BigIntStats | undefined> = new Array(children.length);
-    let next = 0;
-    const worker = async () => {
-      while (next < children.length) {
-        const i = next++;
-        stats[i] = await this.lstat(children[i]!);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(32, children.length) }, worker));
+    // A directory's entries in one go: one lstat at a time leaves the disk idle, and one
+    // thread-pool hand-off per file costs more than the lstat.
+    const stats = await lstatMany(children.map((c) => this.abs(c)));
     for (const [i, child] of children.entries()) {
       const f = stats[i] ? await this.add(child, stats[i]) : undefined;
       if (f?.type === 'dir') await this.addTree(child);

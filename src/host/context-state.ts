@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { EMPTY_DIGEST, encodeManifest, readManifestFile, writeManifestFile, type ManifestRecord } from '../fssync/manifest.js';
-import { fsutilAddon } from '../fssync/fsutil-addon.js';
+import { fsutilAddon, type StatLike } from '../fssync/fsutil-addon.js';
 import type { ContextFile } from './context-select.js';
 
 const RACY_NS = 2_000_000_000n;
@@ -20,7 +20,7 @@ const HASHERS = 8;
 
 type StatKey = [size: string, mtimeNs: string, ctimeNs: string, ino: string];
 
-function statKey(st: fs.BigIntStats): StatKey {
+function statKey(st: StatLike): StatKey {
   return [String(st.size), String(st.mtimeNs), String(st.ctimeNs), String(st.ino)];
 }
 
