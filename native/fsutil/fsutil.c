@@ -113,7 +113,6 @@ static void FinishJob(napi_env env, napi_status status, void *arg) {
     napi_create_string_utf8(env, j->err == ENOENT ? "ENOENT" : j->err == EEXIST ? "EEXIST" : j->err == ENOSPC ? "ENOSPC" : "EIO", NAPI_AUTO_LENGTH, &code);
     napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
     napi_create_error(env, code, text, &err);
-    napi_set_named_property(env, err, "code", code);
     napi_reject_deferred(env, j->deferred, err);
   } else {
     napi_value n;

@@ -49,19 +49,31 @@ export async function storeWholeFile(tmp: string, final: string, data: Buffer): 
   }
 }
 
+/** The first `limit` bytes of `file` (fewer if it is shorter); a final symlink is refused. */
+export async function readUpTo(file: string, limit: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(limit);
+  const a = fsutilAddon();
+  if (a) return buf.subarray(0, await a.readInto(file, buf));
+  const fh = await fsp.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  try {
+    let off = 0;
+    while (off < limit) {
+      const { bytesRead } = await fh.read(buf, off, limit - off, off);
+      if (!bytesRead) break;
+      off += bytesRead;
+    }
+    return buf.subarray(0, off);
+  } finally {
+    await fh.close();
+  }
+}
+
 /** The whole content of `file`, which is expected to be `size` bytes; throws if it is not. */
 export async function readWholeFile(file: string, size: number): Promise<Buffer> {
-  const a = fsutilAddon();
-  if (!a) {
-    const data = await fsp.readFile(file, { flag: fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW });
-    if (data.length !== size) throw new Error(`${file} has ${data.length} bytes, expected ${size}`);
-    return data;
-  }
   // One byte more than expected shows a file that grew.
-  const buf = Buffer.allocUnsafe(size + 1);
-  const n = await a.readInto(file, buf);
-  if (n !== size) throw new Error(`${file} has ${n > size ? `more than ${size}` : n} bytes, expected ${size}`);
-  return buf.subarray(0, size);
+  const data = await readUpTo(file, size + 1);
+  if (data.length !== size) throw new Error(`${file} has ${data.length > size ? `more than ${size}` : data.length} bytes, expected ${size}`);
+  return data;
 }
 
 /** What the context walk reads of an lstat; fs.BigIntStats has it all. */

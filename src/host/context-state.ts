@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { EMPTY_DIGEST, encodeManifest, readManifestFile, writeManifestFile, type ManifestRecord } from '../fssync/manifest.js';
-import { fsutilAddon, type StatLike } from '../fssync/fsutil-addon.js';
+import { readUpTo, type StatLike } from '../fssync/fsutil-addon.js';
 import type { ContextFile } from './context-select.js';
 
 const RACY_NS = 2_000_000_000n;
@@ -28,40 +28,18 @@ function statKey(st: StatLike): StatKey {
 const SMALL = 256 << 10;
 
 export async function digestFile(abs: string, size: bigint, onSmall?: (digest: string, data: Buffer) => void): Promise<string> {
-  const h = createHash('sha256');
-  const addon = fsutilAddon();
-  if (addon && size <= BigInt(SMALL)) {
-    // Open, read and close in one thread-pool job; one byte more shows a file that grew.
-    const buf = Buffer.allocUnsafe(Number(size) + 1);
-    const n = await addon.readInto(abs, buf);
-    if (n === Number(size)) {
-      const data = buf.subarray(0, n);
-      const d = h.update(data).digest('hex');
+  if (size <= BigInt(SMALL)) {
+    // One read of the listed size; one more byte shows whether the file changed since.
+    const data = await readUpTo(abs, Number(size) + 1);
+    if (data.length === Number(size)) {
+      const d = createHash('sha256').update(data).digest('hex');
       onSmall?.(d, data);
       return d;
     }
-    // It changed since it was listed: hash what is there now, the slow way.
   }
+  const h = createHash('sha256');
   const fh = await fsp.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   try {
-    if (size <= BigInt(SMALL)) {
-      // One read of the listed size; one more byte shows whether the file grew since.
-      const buf = Buffer.allocUnsafe(Number(size) + 1);
-      let off = 0;
-      for (;;) {
-        const { bytesRead } = await fh.read(buf, off, buf.length - off, off);
-        if (!bytesRead) break;
-        off += bytesRead;
-        if (off === buf.length) break;
-      }
-      if (off === Number(size)) {
-        const data = buf.subarray(0, off);
-        const d = h.update(data).digest('hex');
-        onSmall?.(d, data);
-        return d;
-      }
-      h.update(buf.subarray(0, off));
-    }
     const buf = Buffer.allocUnsafe(1 << 20);
     for (;;) {
       const { bytesRead } = await fh.read(buf, 0, buf.length, null);
