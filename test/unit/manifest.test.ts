@@ -72,13 +72,27 @@ describe('context manifest', () => {
   });
 });
 
+/** A store in `root`, initialised and scanned, as the shim opens it at start-up. */
+async function openStore(root: string, maxBytes: number): Promise<FileStore> {
+  const store = new FileStore(root, maxBytes);
+  await store.init();
+  await store.scan();
+  return store;
+}
+
+/** Runs `fn` on a store in a fresh directory, removed afterwards. */
+async function withStore(maxBytes: number, fn: (store: FileStore, root: string) => Promise<void>): Promise<void> {
+  const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fstore-'));
+  try {
+    await fn(await openStore(root, maxBytes), root);
+  } finally {
+    await fsp.rm(root, { recursive: true, force: true });
+  }
+}
+
 describe('file store', () => {
   it('stores checked content, follows a file while it arrives, refuses a wrong digest', async () => {
-    const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fstore-'));
-    try {
-      const store = new FileStore(root, 1 << 30);
-      await store.init();
-      await store.scan();
+    await withStore(1 << 30, async (store, root) => {
       const content = Buffer.alloc(3 << 20, 7);
       const d = createHash('sha256').update(content).digest('hex');
       expect(await store.has(d)).toBe(false);
@@ -102,17 +116,11 @@ describe('file store', () => {
       expect(await badRead).toMatch(/is wrong/);
       expect(await store.has(sha('other'))).toBe(false);
       expect(await fsp.readdir(path.join(root, 'tmp'))).toEqual([]);
-    } finally {
-      await fsp.rm(root, { recursive: true, force: true });
-    }
+    });
   });
 
   it('stores a whole content in one go (checked first), and reads refuse a stored file of the wrong size', async () => {
-    const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fstore-'));
-    try {
-      const store = new FileStore(root, 1 << 30);
-      await store.init();
-      await store.scan();
+    await withStore(1 << 30, async (store, root) => {
       const content = Buffer.from('small file content\n'.repeat(500));
       const d = createHash('sha256').update(content).digest('hex');
       const inc = store.begin(d, content.length)!;
@@ -131,27 +139,17 @@ describe('file store', () => {
       await expect(fsp.stat(store.pathOf(sha('other')))).rejects.toThrow(/ENOENT/);
 
       // A second process (no in-memory copy) reading a stored file that changed size on disk.
-      const other = new FileStore(root, 1 << 30);
-      await other.init();
-      await other.scan();
+      const other = await openStore(root, 1 << 30);
       expect((await other.read(d)).equals(content)).toBe(true);
       await fsp.appendFile(store.pathOf(d), 'x');
-      const again = new FileStore(root, 1 << 30);
-      await again.init();
-      await again.scan();
+      const again = await openStore(root, 1 << 30);
       await fsp.writeFile(store.pathOf(d), 'tiny');
       await expect(again.read(d)).rejects.toThrow(/has 4 bytes, expected/);
-    } finally {
-      await fsp.rm(root, { recursive: true, force: true });
-    }
+    });
   });
 
   it('keeps queued writes in order, and a failed write fails the file without a leftover', async () => {
-    const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fstore-'));
-    try {
-      const store = new FileStore(root, 1 << 30);
-      await store.init();
-      await store.scan();
+    await withStore(1 << 30, async (store, root) => {
       const pieces = Array.from({ length: 12 }, (_, i) => Buffer.alloc(300_000 + i, i + 1));
       const content = Buffer.concat(pieces);
       const d = createHash('sha256').update(content).digest('hex');
@@ -168,17 +166,11 @@ describe('file store', () => {
       await expect(doomed.write(Buffer.from('def'))).rejects.toThrow(/host went away/);
       expect(await store.has(sha('doomed'))).toBe(false);
       expect(await fsp.readdir(path.join(root, 'tmp'))).toEqual([]);
-    } finally {
-      await fsp.rm(root, { recursive: true, force: true });
-    }
+    });
   });
 
   it('evicts the least recently used unpinned files beyond its bound', async () => {
-    const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fstore-'));
-    try {
-      const store = new FileStore(root, 10);
-      await store.init();
-      await store.scan();
+    await withStore(10, async (store) => {
       const put = async (s: string) => {
         const inc = store.begin(sha(s), s.length)!;
         await inc.write(Buffer.from(s));
@@ -191,8 +183,6 @@ describe('file store', () => {
       await new Promise((r) => setTimeout(r, 50));
       expect(await store.has(sha('aaaaaa'))).toBe(true);
       expect(await store.has(sha('bbbbbb'))).toBe(false);
-    } finally {
-      await fsp.rm(root, { recursive: true, force: true });
-    }
+    });
   });
 });
