@@ -258,6 +258,11 @@ export async function build(argv: string[]): Promise<number> {
     if (err instanceof ContextError) throw new UsageError(err.message);
     throw err;
   } finally {
+    // Base-image layers may still be downloading into the host's store (the build read what
+    // it needed as it arrived); an interrupted build does not wait for them.
+    if (!abort.signal.aborted) {
+      await images.settle().catch((err: unknown) => process.stderr.write(`warning: ${(err as Error).message}\n`));
+    }
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     client.close();

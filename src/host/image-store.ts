@@ -5,6 +5,11 @@
  *
  * - blobs are written to <dir>/ingest/ first, verified against their digest (and size), synced
  *   and renamed into place: a blob under blobs/ is always complete and correct;
+ * - a pull can leave its layers downloading in the background (`layersInBackground`): until
+ *   they are stored, `contentSize` answers their expected size and `openBlob` waits for the
+ *   bytes asked for to be written and reads them from the ingest file. Those bytes are not
+ *   verified yet (the reader verifies the whole blob, as the shim does); a download that fails
+ *   fails every read still waiting on it and all later ones;
  * - index.json is rewritten atomically (temp file + rename) under a lock (in-process mutex and
  *   an index.json.lock file for other processes); one entry per name, annotated with
  *   org.opencontainers.image.ref.name and io.containerd.image.name = the canonical name
@@ -13,10 +18,10 @@
  *   a single-manifest image serves any platform, as in containerd (BuildKit warns about it).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import fsp from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import fsp, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
@@ -95,6 +100,19 @@ export interface PullResult {
   fetched: number;
   skipped: number;
   bytesFetched: number;
+  /**
+   * With `layersInBackground`: settles when the layers are stored and the name is tagged
+   * (rejects with the first download's error). Without: already settled.
+   */
+  done: Promise<void>;
+}
+
+export interface PullOptions {
+  /**
+   * Return once the manifests and configs are stored; the layers keep downloading (served
+   * to readers meanwhile, see openBlob) and the name is tagged when they are all stored.
+   */
+  layersInBackground?: boolean;
 }
 
 export interface FetchResult extends ImageConfig {
@@ -103,6 +121,27 @@ export interface FetchResult extends ImageConfig {
   descriptor: Descriptor;
   /** 'local': everything was in the store, the registry was not asked */
   source: 'local' | 'registry';
+  /** as PullResult.done (settled for a local image) */
+  done: Promise<void>;
+}
+
+/** A blob being downloaded (or queued to be). */
+interface Ingest {
+  /** the size the manifest declares */
+  size: number;
+  /** bytes written to `file` so far */
+  written: number;
+  /** the ingest file, once the download started */
+  file?: string;
+  /** set when the download failed */
+  error?: Error;
+  done: boolean;
+  /** reads waiting for more bytes */
+  waiters: Set<() => void>;
+  /** settles (never rejects) when the download ended */
+  ended: Promise<void>;
+  /** settles `ended` */
+  settle: () => void;
 }
 
 export interface LoadResult {
@@ -123,6 +162,12 @@ interface IndexFile {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function wakeAll(ing: Ingest): void {
+  const ws = [...ing.waiters];
+  ing.waiters.clear();
+  for (const w of ws) w();
+}
 
 function checkDigest(digest: string): string {
   const p = digestProblem(digest);
@@ -240,7 +285,55 @@ class Hasher extends Transform {
   }
 }
 
+/** Writes to a file, reporting each chunk once it is written (so readers can follow). */
+class FileSink extends Writable {
+  private fh: FileHandle | undefined;
+  constructor(
+    private readonly file: string,
+    private readonly onWritten: (n: number) => void,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+  }
+  override _construct(cb: (err?: Error | null) => void): void {
+    fsp.open(this.file, 'wx', 0o644).then(
+      (fh) => {
+        this.fh = fh;
+        cb();
+      },
+      (err: Error) => cb(err),
+    );
+  }
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
+    this.writeAll(chunks.map((c) => c.chunk)).then(() => cb(), cb);
+  }
+  private async writeAll(bufs: Buffer[]): Promise<void> {
+    let total = bufs.reduce((n, b) => n + b.length, 0);
+    while (total > 0) {
+      const { bytesWritten } = await this.fh!.writev(bufs);
+      this.onWritten(bytesWritten);
+      total -= bytesWritten;
+      if (total === 0) break;
+      // a short write: drop what went out and write the rest
+      let skip = bytesWritten;
+      while (skip >= bufs[0]!.length) skip -= bufs.shift()!.length;
+      bufs[0] = bufs[0]!.subarray(skip);
+    }
+  }
+  override _final(cb: (err?: Error | null) => void): void {
+    this.fh!.sync().then(() => cb(), cb);
+  }
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    const fh = this.fh;
+    this.fh = undefined;
+    if (!fh) return cb(err);
+    fh.close().then(() => cb(err), (e: Error) => cb(err ?? e));
+  }
+}
+
 export class ImageStore {
+  /** blobs being downloaded by this process, by digest */
+  private readonly ingests = new Map<string, Ingest>();
+
   private constructor(readonly dir: string) {}
 
   /** Opens (creating it if needed) the OCI layout at `dir`. */
@@ -304,21 +397,30 @@ export class ImageStore {
   }
 
   /**
+   * The size of a stored blob or of one this process is downloading (its declared size), for
+   * answering readers: unlike `info`, a blob in flight counts.
+   */
+  async contentSize(digest: string): Promise<number | undefined> {
+    const ing = this.ingests.get(digest);
+    if (ing && !ing.done) return ing.size;
+    return (await this.info(digest))?.size;
+  }
+
+  /**
    * Up to `length` bytes (at most MAX_READ) from `offset`: fewer at the end of the blob, none
-   * at offset == size. RangeError for a negative offset or one beyond the end.
+   * at offset == size. RangeError for a negative offset or one beyond the end. A blob this
+   * process is downloading is read as its bytes arrive (see the header).
    */
   async openBlob(digest: string, offset: number, length: number): Promise<Buffer> {
     const p = this.blobPath(digest);
     if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`invalid offset ${offset} for blob ${digest}`);
     if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`invalid length ${length} for blob ${digest}`);
-    const fh = await fsp.open(p, 'r').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') throw new StoreError('NOT_FOUND', `blob ${digest} is not in the image store ${this.dir}`);
-      throw err;
-    });
+    const fh = await this.openForRead(digest, p, offset, length);
     try {
       const { size } = await fh.stat();
-      if (offset > size) throw new RangeError(`offset ${offset} is beyond the end of blob ${digest} (${size} bytes)`);
-      const want = Math.min(length, MAX_READ, size - offset);
+      const declared = this.ingests.get(digest)?.size ?? size;
+      if (offset > declared) throw new RangeError(`offset ${offset} is beyond the end of blob ${digest} (${declared} bytes)`);
+      const want = Math.min(length, MAX_READ, Math.max(0, Math.min(size, declared) - offset));
       const buf = Buffer.allocUnsafe(want);
       let got = 0;
       while (got < want) {
@@ -330,6 +432,27 @@ export class ImageStore {
     } finally {
       await fh.close();
     }
+  }
+
+  /** The stored blob's file, or (for one in flight) its ingest file once [offset, offset+length) is written. */
+  private async openForRead(digest: string, p: string, offset: number, length: number): Promise<FileHandle> {
+    const notFound = () => new StoreError('NOT_FOUND', `blob ${digest} is not in the image store ${this.dir}`);
+    const ing = this.ingests.get(digest);
+    if (ing && !ing.done) {
+      if (offset > ing.size) throw new RangeError(`offset ${offset} is beyond the end of blob ${digest} (${ing.size} bytes)`);
+      const end = Math.min(offset + Math.min(length, MAX_READ), ing.size);
+      while (!ing.done && ing.written < end) await new Promise<void>((wake) => ing.waiters.add(wake));
+      if (ing.error) throw new StoreError('NOT_FOUND', `blob ${digest} could not be downloaded: ${ing.error.message}`, { cause: ing.error });
+      if (!ing.done && ing.file) {
+        const fh = await fsp.open(ing.file, 'r').catch(() => undefined);
+        // opened before the file was renamed into place (or removed): what it holds was written
+        if (fh) return fh;
+      }
+    }
+    return fsp.open(p, 'r').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw notFound();
+      throw err;
+    });
   }
 
   /** The whole blob (meant for manifests and configs: refuses more than `maxSize`, default 64 MiB). */
@@ -369,6 +492,7 @@ export class ImageStore {
     data: Readable | Buffer | AsyncIterable<Buffer | Uint8Array>,
     expectedDigest?: string,
     expectedSize?: number,
+    track?: Ingest,
   ): Promise<{ digest: string; size: number }> {
     const isStream = !Buffer.isBuffer(data);
     const discard = () => {
@@ -401,7 +525,16 @@ export class ImageStore {
       } else {
         const hasher = new Hasher(alg, expectedSize, what);
         const src = data instanceof Readable ? data : Readable.from(data);
-        await pipeline(src, hasher, createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true }));
+        if (track) track.file = tmp;
+        await pipeline(
+          src,
+          hasher,
+          new FileSink(tmp, (n) => {
+            if (!track) return;
+            track.written += n;
+            wakeAll(track);
+          }),
+        );
         digest = `${alg}:${hasher.hash.digest('hex')}`;
         size = hasher.n;
         if (expectedSize !== undefined && size !== expectedSize) {
@@ -484,7 +617,7 @@ export class ImageStore {
    * manifest, the manifests for `platforms` (all of them when omitted), their configs and layers
    * (blobs already present are not downloaded), then tags ref.toString().
    */
-  async pull(client: RegistryClient, ref: string | ImageReference, platforms?: (Platform | string)[]): Promise<PullResult> {
+  async pull(client: RegistryClient, ref: string | ImageReference, platforms?: (Platform | string)[], opts: PullOptions = {}): Promise<PullResult> {
     const r = typeof ref === 'string' ? parseReference(ref) : ref;
     const wanted = platforms?.map((p) => parsePlatform(p));
     const stats = { fetched: 0, skipped: 0, bytesFetched: 0 };
@@ -495,9 +628,73 @@ export class ImageStore {
       stats.fetched++;
       stats.bytesFetched += top.descriptor.size;
     }
-    await this.copyChildren(client, r, top.descriptor, top.manifest, wanted, stats, 0);
-    const name = await this.tag(r, top.descriptor);
-    return { ref: r, name, descriptor: bareDescriptor(top.descriptor), ...stats };
+    const layers: Descriptor[] = [];
+    await this.copyChildren(client, r, top.descriptor, top.manifest, wanted, stats, 0, layers);
+    const done = this.downloadLayers(client, r.repository(), layers, stats).then(async () => {
+      await this.tag(r, top.descriptor);
+    });
+    if (opts.layersInBackground) done.catch(() => {}); // the caller gets it through `done`
+    else await done;
+    return { ref: r, name: r.toString(), descriptor: bareDescriptor(top.descriptor), ...stats, done };
+  }
+
+  /**
+   * Downloads the layers the store lacks, PULL_CONCURRENCY at a time; each is registered as in
+   * flight before this returns its promise, so readers wait for it instead of failing.
+   */
+  private downloadLayers(client: RegistryClient, repo: ImageReference, layers: Descriptor[], stats: { fetched: number; skipped: number; bytesFetched: number }): Promise<void> {
+    const mine: Array<[Descriptor, Ingest]> = [];
+    const others: Promise<void>[] = [];
+    for (const d of layers) {
+      const running = this.ingests.get(d.digest);
+      if (running) {
+        others.push(running.ended);
+        continue;
+      }
+      let settle!: () => void;
+      const ended = new Promise<void>((r) => (settle = r));
+      const ing: Ingest = { size: d.size, written: 0, done: false, waiters: new Set(), ended, settle };
+      this.ingests.set(d.digest, ing);
+      mine.push([d, ing]);
+      void ended.then(() => {
+        if (this.ingests.get(d.digest) === ing) this.ingests.delete(d.digest);
+      });
+    }
+    const finish = (ing: Ingest, error?: Error) => {
+      ing.error = error;
+      ing.done = true;
+      wakeAll(ing);
+      ing.settle();
+    };
+    const own = mapLimit(mine, PULL_CONCURRENCY, async ([d, ing]) => {
+      try {
+        if (await this.has(d.digest)) {
+          stats.skipped++;
+        } else {
+          const stream = await client.fetchBlob(repo, d.digest, { size: d.size });
+          await this.putBlob(stream, d.digest, d.size, ing);
+          stats.fetched++;
+          stats.bytesFetched += d.size;
+        }
+        finish(ing);
+      } catch (err) {
+        finish(ing, err as Error);
+        throw err;
+      }
+    });
+    // on failure mapLimit stops taking items: the ones it never started fail too
+    const failRest = own.catch((err: unknown) => {
+      for (const [, ing] of mine) if (!ing.done) finish(ing, err as Error);
+      throw err;
+    });
+    return Promise.all([failRest, ...others]).then(async () => {
+      // another download of the same blob may have failed: then it is still missing
+      for (const d of layers) {
+        if (!mine.some(([m]) => m.digest === d.digest) && !(await this.has(d.digest))) {
+          throw new StoreError('NOT_FOUND', `layer ${d.digest} could not be downloaded`);
+        }
+      }
+    });
   }
 
   /**
@@ -505,7 +702,7 @@ export class ImageStore {
    * store holds) and that platform's manifest, config and layers are all present; otherwise
    * pulled (that platform only).
    */
-  async fetch(client: RegistryClient, ref: string | ImageReference, platform: Platform | string): Promise<FetchResult> {
+  async fetch(client: RegistryClient, ref: string | ImageReference, platform: Platform | string, opts: PullOptions = {}): Promise<FetchResult> {
     const r = typeof ref === 'string' ? parseReference(ref) : ref;
     const p = parsePlatform(platform);
     const name = r.toString();
@@ -523,12 +720,12 @@ export class ImageStore {
       const cfg = await this.completeImage(local, p, name).catch(() => undefined);
       if (cfg) {
         if (!(await this.lookup(r))) await this.tag(r, local);
-        return { ref: r, name, descriptor: bareDescriptor(local), ...cfg, source: 'local' };
+        return { ref: r, name, descriptor: bareDescriptor(local), ...cfg, source: 'local', done: Promise.resolve() };
       }
     }
-    const pulled = await this.pull(client, r, [p]);
+    const pulled = await this.pull(client, r, [p], opts);
     const cfg = await this.configFor(pulled.descriptor, p, name);
-    return { ref: r, name, descriptor: pulled.descriptor, ...cfg, source: 'registry' };
+    return { ref: r, name, descriptor: pulled.descriptor, ...cfg, source: 'registry', done: pulled.done };
   }
 
   /**
@@ -672,6 +869,7 @@ export class ImageStore {
     wanted: Platform[] | undefined,
     stats: { fetched: number; skipped: number; bytesFetched: number },
     depth: number,
+    layers: Descriptor[],
   ): Promise<void> {
     if (depth > 4) throw new StoreError('INVALID', `image ${ref.toString()}: image indexes nested too deeply`);
     const parsed = this.parseStored(bytes, desc, ref.toString());
@@ -700,23 +898,20 @@ export class ImageStore {
           stats.fetched++;
           stats.bytesFetched += m.manifest.length;
         }
-        await this.copyChildren(client, ref, child, childBytes, wanted, stats, depth + 1);
+        await this.copyChildren(client, ref, child, childBytes, wanted, stats, depth + 1, layers);
       }
       return;
     }
-    const blobs = [parsed.manifest.config, ...parsed.manifest.layers].filter((d) => !isNonDistributable(d));
-    const seen = new Set<string>();
-    const todo = blobs.filter((d) => !seen.has(d.digest) && (seen.add(d.digest), true));
-    await mapLimit(todo, PULL_CONCURRENCY, async (d) => {
-      if (await this.has(d.digest)) {
-        stats.skipped++;
-        return;
-      }
-      const stream = await client.fetchBlob(repo, d.digest, { size: d.size });
-      await this.putBlob(stream, d.digest, d.size);
+    const cfg = parsed.manifest.config;
+    if (await this.has(cfg.digest)) stats.skipped++;
+    else {
+      await this.putBlob(await client.fetchBlob(repo, cfg.digest, { size: cfg.size }), cfg.digest, cfg.size);
       stats.fetched++;
-      stats.bytesFetched += d.size;
-    });
+      stats.bytesFetched += cfg.size;
+    }
+    for (const d of parsed.manifest.layers) {
+      if (!isNonDistributable(d) && d.digest !== cfg.digest && !layers.some((l) => l.digest === d.digest)) layers.push(d);
+    }
   }
 
   /** The platform of an index entry that declares none: from its config (store first). */

@@ -23,6 +23,8 @@ export interface HostImagesOptions {
 export class HostImages {
   /** Bytes of image content sent to shims. */
   bytesServed = 0;
+  /** Layers still downloading after their image was resolved (see `settle`). */
+  private readonly background: Promise<unknown>[] = [];
 
   private constructor(
     readonly store: ImageStore,
@@ -36,16 +38,43 @@ export class HostImages {
     return new HostImages(store, client, opts);
   }
 
+  /**
+   * The image's digest and config, answered as soon as its manifests and config are stored:
+   * its layers keep downloading, and reads of them wait for their bytes (ImageStore.openBlob),
+   * so the registry download overlaps the transfer to the builder.
+   */
   async resolve(ref: string, platform: string): Promise<{ digest: string; config: Buffer }> {
+    const background = { layersInBackground: true };
     if (this.opts.pull) {
-      const pulled = await this.store.pull(this.client, ref, [platform]);
+      const pulled = await this.store.pull(this.client, ref, [platform], background);
+      this.track(ref, pulled.done);
       const cfg = await this.store.imageConfigFor(pulled.descriptor, platform);
       this.opts.onResolve?.(ref, platform, 'registry');
       return { digest: pulled.descriptor.digest, config: cfg.config };
     }
-    const got = await this.store.fetch(this.client, ref, platform);
+    const got = await this.store.fetch(this.client, ref, platform, background);
+    this.track(ref, got.done);
     this.opts.onResolve?.(ref, platform, got.source);
     return { digest: got.descriptor.digest, config: got.config };
+  }
+
+  private track(ref: string, done: Promise<void>): void {
+    this.background.push(
+      done.catch((err: unknown) => {
+        throw new Error(`pulling ${ref}: ${(err as Error).message}`, { cause: err });
+      }),
+    );
+    this.background.at(-1)!.catch(() => {}); // read by settle
+  }
+
+  /**
+   * Waits for the layers still downloading; throws the first download's error (the build may
+   * not have needed that layer: buildkitd can hold it already).
+   */
+  async settle(): Promise<void> {
+    const results = await Promise.allSettled(this.background.splice(0));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
   /** Answers one image_transfer request of the shim. */
@@ -82,8 +111,9 @@ export class HostImages {
     if (stage === 'content-store') {
       const digest = method?.endsWith('/Info') ? req.tag : req.descriptor?.digest ?? req.tag;
       if (!digest) throw new Error(`content-store ${method} without a digest`);
-      const info = await this.store.info(digest);
-      if (!info) throw new Error(`content ${digest} not found in the host image store`);
+      const size = await this.store.contentSize(digest);
+      if (size === undefined) throw new Error(`content ${digest} not found in the host image store`);
+      const info = { size };
       if (method?.endsWith('/Info')) return [{}, { size: String(info.size) }];
       if (method?.endsWith('/ReaderAt')) {
         const offset = Number(req.metadata.offset ?? '0');

@@ -106,6 +106,11 @@ interface ProxyOptions {
   corruptBlobs?: boolean;
   /** refuse every token (as Docker Hub does for a repository that does not exist) */
   refuseTokens?: boolean;
+  /**
+   * for the blob `digest`: send the first `after` bytes, then wait for `release` and send the
+   * rest ('go'), the rest with its last byte flipped ('corrupt'), or break the connection ('break')
+   */
+  hold?: { digest: string; after: number; release: Promise<'go' | 'corrupt' | 'break'> };
 }
 
 interface Proxy {
@@ -152,7 +157,21 @@ async function startProxy(upstream: string, opts: ProxyOptions): Promise<Proxy> 
       { host: '127.0.0.1', port: Number(upstream.split(':')[1]), method: req.method, path: req.url, headers: { ...req.headers, host: upstream } },
       (ures) => {
         res.writeHead(ures.statusCode ?? 502, ures.headers);
-        if (opts.corruptBlobs && url.pathname.includes('/blobs/') && ures.statusCode === 200) {
+        const hold = opts.hold;
+        if (hold && url.pathname.endsWith(`/blobs/${hold.digest}`) && ures.statusCode === 200) {
+          const body: Buffer[] = [];
+          ures.on('data', (c: Buffer) => body.push(c));
+          ures.on('end', () => {
+            const all = Buffer.concat(body);
+            res.write(all.subarray(0, hold.after));
+            void hold.release.then((how) => {
+              if (how === 'break') return res.destroy();
+              const rest = Buffer.from(all.subarray(hold.after));
+              if (how === 'corrupt') rest[rest.length - 1] = rest[rest.length - 1]! ^ 0xff;
+              res.end(rest);
+            });
+          });
+        } else if (opts.corruptBlobs && url.pathname.includes('/blobs/') && ures.statusCode === 200) {
           let first = true;
           ures.on('data', (c: Buffer) => {
             if (first) {
@@ -643,5 +662,76 @@ describe('ImageStore', () => {
     await expect(s1.putBlob(Buffer.from('x'), `sha256:${'3'.repeat(64)}`)).rejects.toThrow(/digest mismatch/);
     expect(readdirSync(path.join(dir, 'ingest'))).toEqual([]);
     expect(readdirSync(dir).sort()).toEqual(['blobs', 'index.json', 'ingest', 'oci-layout']);
+  });
+});
+
+describe('ImageStore: layers downloading in the background', () => {
+  // busybox's layer, held by a proxy after its first HELD bytes until the test lets it go on
+  const HELD = 256 << 10;
+  async function heldPull(how: 'go' | 'corrupt' | 'break') {
+    const c = client();
+    const top = await c.resolve(ownBusybox);
+    const layer = (JSON.parse(top.manifest.toString()) as ImageManifest).layers[0]!;
+    const whole = Buffer.concat(await (async () => {
+      const out: Buffer[] = [];
+      for await (const b of await c.fetchBlob(top.ref, layer.digest, { size: layer.size })) out.push(b as Buffer);
+      return out;
+    })());
+    expect(layer.size).toBeGreaterThan(HELD + 4096);
+    let release!: (how: 'go' | 'corrupt' | 'break') => void;
+    const proxy = await startProxy(own.host, { hold: { digest: layer.digest, after: HELD, release: new Promise((r) => (release = r)) } });
+    const ref = `${proxy.host}/library/busybox:1`;
+    const store = await ImageStore.open(tmp('store-bg-'));
+    const pulled = await store.pull(client(), ref, [native], { layersInBackground: true });
+    return { store, ref, layer, whole, pulled, go: () => release(how) };
+  }
+
+  it('serves a layer as it arrives, and tags the image once it is stored', async () => {
+    const { store, ref, layer, whole, pulled, go } = await heldPull('go');
+    let settled = false;
+    void pulled.done.then(() => (settled = true));
+    // the config is stored; the layer is not, but readers see its size and its first bytes
+    expect((await store.imageConfigFor(pulled.descriptor, native)).config.length).toBeGreaterThan(0);
+    expect(await store.has(layer.digest)).toBe(false);
+    expect(await store.contentSize(layer.digest)).toBe(layer.size);
+    expect((await store.openBlob(layer.digest, 100, 1000)).equals(whole.subarray(100, 1100))).toBe(true);
+    // a read past what arrived waits for it
+    let late: Buffer | undefined;
+    const pending = store.openBlob(layer.digest, HELD - 10, 4096).then((b) => (late = b));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(late).toBeUndefined();
+    expect(settled).toBe(false);
+    expect(await store.lookup(ref)).toBeUndefined();
+    go();
+    await pending;
+    expect(late!.equals(whole.subarray(HELD - 10, HELD - 10 + 4096))).toBe(true);
+    await pulled.done;
+    expect((await store.lookup(ref))?.digest).toBe(pulled.descriptor.digest);
+    await store.verifyBlob(layer.digest);
+    expect((await store.openBlob(layer.digest, layer.size - 3, 100)).equals(whole.subarray(layer.size - 3))).toBe(true);
+    expect(await store.openBlob(layer.digest, layer.size, 10)).toHaveLength(0);
+    await expect(store.openBlob(layer.digest, layer.size + 1, 10)).rejects.toThrow(RangeError);
+    expect(readdirSync(path.join(store.dir, 'ingest'))).toEqual([]);
+  });
+
+  it.each(['break', 'corrupt'] as const)('fails waiting and later reads when the download fails (%s), and tags nothing', async (how) => {
+    const { store, ref, layer, pulled, go } = await heldPull(how);
+    const waiting = store.openBlob(layer.digest, layer.size - 10, 10).catch((e: unknown) => e);
+    go();
+    const err = await pulled.done.catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(how === 'break' ? new RegExp(`${layer.digest}`) : /digest mismatch/);
+    const waited = await waiting;
+    expect(waited).toBeInstanceOf(StoreError);
+    expect((waited as Error).message).toMatch(new RegExp(`^blob ${layer.digest} could not be downloaded: `));
+    await expect(store.openBlob(layer.digest, 0, 10)).rejects.toThrow(/is not in the image store/);
+    expect(await store.contentSize(layer.digest)).toBeUndefined();
+    expect(await store.has(layer.digest)).toBe(false);
+    expect(await store.lookup(ref)).toBeUndefined();
+    expect(readdirSync(path.join(store.dir, 'ingest'))).toEqual([]);
+    // the next fetch downloads it again (here without the proxy's fault)
+    const again = await store.fetch(client(), ownBusybox, native);
+    expect(again.source).toBe('registry');
+    await again.done;
+    await store.verifyBlob(layer.digest);
   });
 });
