@@ -49,6 +49,7 @@ import {
   type ImageIndex,
   type ParsedManifest,
   type RegistryClient,
+  VerifyingStream,
 } from './registry.js';
 
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
@@ -288,6 +289,8 @@ class Hasher extends Transform {
 /** Writes to a file, reporting each chunk once it is written (so readers can follow). */
 class FileSink extends Writable {
   private fh: FileHandle | undefined;
+  /** bytes written */
+  total = 0;
   constructor(
     private readonly file: string,
     private readonly onWritten: (n: number) => void,
@@ -310,6 +313,7 @@ class FileSink extends Writable {
     let total = bufs.reduce((n, b) => n + b.length, 0);
     while (total > 0) {
       const { bytesWritten } = await this.fh!.writev(bufs);
+      this.total += bytesWritten;
       this.onWritten(bytesWritten);
       total -= bytesWritten;
       if (total === 0) break;
@@ -523,20 +527,19 @@ export class ImageStore {
         }
         await fsp.writeFile(tmp, data, { flag: 'wx', mode: 0o644, flush: true });
       } else {
-        const hasher = new Hasher(alg, expectedSize, what);
         const src = data instanceof Readable ? data : Readable.from(data);
         if (track) track.file = tmp;
-        await pipeline(
-          src,
-          hasher,
-          new FileSink(tmp, (n) => {
-            if (!track) return;
-            track.written += n;
-            wakeAll(track);
-          }),
-        );
-        digest = `${alg}:${hasher.hash.digest('hex')}`;
-        size = hasher.n;
+        const sink = new FileSink(tmp, (n) => {
+          if (!track) return;
+          track.written += n;
+          wakeAll(track);
+        });
+        // A registry stream verifies itself (failing before its end): hashing again is waste.
+        const checked = src instanceof VerifyingStream && src.digest === expectedDigest && src.size === expectedSize;
+        const hasher = checked ? undefined : new Hasher(alg, expectedSize, what);
+        await (hasher ? pipeline(src, hasher, sink) : pipeline(src, sink));
+        digest = hasher ? `${alg}:${hasher.hash.digest('hex')}` : expectedDigest!;
+        size = sink.total;
         if (expectedSize !== undefined && size !== expectedSize) {
           throw new StoreError('DIGEST_MISMATCH', `${what}: size mismatch, got ${size} bytes, expected ${expectedSize}`);
         }
