@@ -16,7 +16,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, inject, it } from 'vitest';
 import { requireBinary } from '../test/harness/deps.js';
-import { runCli } from '../test/harness/cli.js';
+import { nodeArgs, runCli } from '../test/harness/cli.js';
 import { seedBigLayer } from '../test/harness/seed.js';
 import { cliPath, startShim, type Shim } from '../test/harness/shim.js';
 import { writeTree } from '../test/harness/tree.js';
@@ -96,7 +96,7 @@ async function readyMs(): Promise<number> {
   for (let i = 0; i < 3; i++) {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'bench-ready-'));
     const t0 = performance.now();
-    const child = spawn(process.execPath, [cliPath, 'serve', '--listen', `unix://${dir}/s.sock`, '--buildkit-addr', buildkitAddr, '--exports-dir', `${dir}/e`, '--cache-dir', `${dir}/c`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...nodeArgs(), cliPath, 'serve', '--listen', `unix://${dir}/s.sock`, '--buildkit-addr', buildkitAddr, '--exports-dir', `${dir}/e`, '--cache-dir', `${dir}/c`], { stdio: ['ignore', 'pipe', 'pipe'] });
     await new Promise<void>((resolve, reject) => {
       let seen = '';
       const onData = (d: Buffer) => {

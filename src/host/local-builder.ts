@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { applyLimits, readLimits, removeGroups } from './cgroups.js';
 import { connectBuilder, probeBuilder } from './build-client.js';
+import { NODE_FLAGS } from '../cli/node-flags.js';
 
 export interface BuilderConfig {
   cpus?: number;
@@ -122,6 +123,7 @@ export class LocalBuilder {
     const child = spawn(
       process.execPath,
       [
+        ...NODE_FLAGS,
         cli, 'serve',
         '--listen', this.address,
         '--buildkit-addr', `unix://${path.join(this.dir, 'buildkitd.sock')}`,

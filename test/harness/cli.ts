@@ -3,13 +3,18 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 const cli = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../dist/cli/main.js');
 
-/** BUILDER_SHIM_CPU_PROFILE=DIR writes a V8 CPU profile of each process there (for bench work). */
-export function profileArgs(): string[] {
+/**
+ * Node's flags for a builder-shim process: the product's own (as bin/builder-shim passes
+ * them), and with BUILDER_SHIM_CPU_PROFILE=DIR a V8 CPU profile of each process there
+ * (for bench work).
+ */
+export function nodeArgs(): string[] {
   const dir = process.env.BUILDER_SHIM_CPU_PROFILE;
-  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+  return [...NODE_FLAGS, ...(dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [])];
 }
 
 export interface CliResult {
@@ -36,7 +41,7 @@ function testEnv(env: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv {
 
 export function runCli(args: string[], opts: { input?: string | Buffer; cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...profileArgs(), '--enable-source-maps', cli, ...args], {
+    const child = spawn(process.execPath, [...nodeArgs(), '--enable-source-maps', cli, ...args], {
       cwd: opts.cwd,
       env: testEnv(opts.env),
       stdio: ['pipe', 'pipe', 'pipe'],

@@ -4,7 +4,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { startService, stopService, tail, waitReady, type Service } from './proc.js';
-import { profileArgs, runCli } from './cli.js';
+import { nodeArgs, runCli } from './cli.js';
 
 export interface Shim {
   addr: string;
@@ -30,7 +30,7 @@ export async function startShim(buildkitAddr: string, extra: string[] = []): Pro
   const exportsDir = path.join(dir, 'exports');
   const cacheDir = path.join(dir, 'cache');
   const svc = startService(process.execPath, [
-    ...profileArgs(),
+    ...nodeArgs(),
     '--enable-source-maps',
     cliPath,
     'serve',
