@@ -141,7 +141,9 @@ export async function runHostBuild(opts: HostBuildOptions): Promise<HostBuildRes
   await fsp.mkdir(buildDir, { recursive: true });
   const out = opts.progressOut ?? ((d: Buffer) => process.stderr.write(d));
   let contextBytes = 0;
-  let manifests: ManifestServer | undefined;
+  // Listing the context starts now, overlapping the build's set-up in the builder.
+  const manifests = opts.contextStateDir ? new ManifestServer(opts.contextDir, opts.contextStateDir) : undefined;
+  void manifests?.prefetch();
   try {
     const { headers, streamed } = splitHeaders(buildHeaders(opts, buildId));
     const call = new RawBidiCall(opts.builder, PERFORM_BUILD, headers, { maxReceiveMessageSize: 64 << 20 });
@@ -177,7 +179,6 @@ export async function runHostBuild(opts: HostBuildOptions): Promise<HostBuildRes
       process.on('SIGWINCH', winch);
       void call.status.then(() => process.off('SIGWINCH', winch));
     }
-    manifests = opts.contextStateDir ? new ManifestServer(opts.contextDir, opts.contextStateDir) : undefined;
     const handlers = new Set<Promise<void>>();
     let handlerError: unknown;
     const handle = async (msg: ServerStream) => {

@@ -269,11 +269,25 @@ export class ManifestServer {
   private readonly small = new Map<string, Buffer>();
   private smallBytes = 0;
   private state: Promise<ContextState> | undefined;
+  /** The whole context's selection, listed ahead of the first whole-context Walk. */
+  private early: Promise<ContextFile[]> | undefined;
 
   constructor(
     private readonly contextDir: string,
     private readonly stateDir: string,
   ) {}
+
+  /**
+   * Starts listing the whole context (and reading the stat cache) now, while the build is
+   * still being set up: the first Walk of the whole context then finds the listing done. Its
+   * files' digests are still taken at the Walk (a build may need only a few of them).
+   * Settles (never rejects: the Walk reports failures) when the listing is done.
+   */
+  prefetch(): Promise<void> {
+    this.state ??= ContextState.open(this.stateDir, this.contextDir);
+    this.early ??= selectContext(this.contextDir, ['.']);
+    return Promise.allSettled([this.state, this.early]).then(() => {});
+  }
 
   /** What the walks still write (sent manifests, the stat cache); never rejects. */
   private saving: Promise<unknown> = Promise.resolve();
@@ -290,9 +304,13 @@ export class ManifestServer {
     const state = await this.state;
     await this.saving; // an earlier walk's manifest may be the base offered now
     const follow = decodeFollowPaths(req.metadata);
-    const files = await selectContext(this.contextDir, follow);
-    const plan = planEntries(files);
     const whole = follow.length === 0 || follow.some((p) => normalizePattern(p) === 'all');
+    // only a request for exactly the whole context (the shim sends "." for it)
+    const onlyAll = follow.length > 0 && follow.every((p) => normalizePattern(p) === 'all');
+    const early = onlyAll ? this.early : undefined;
+    if (early) this.early = undefined; // once: a later walk lists the context afresh
+    const files = (await early?.catch(() => undefined)) ?? (await selectContext(this.contextDir, follow));
+    const plan = planEntries(files);
     const digests = await state.digests(
       plan.filter((p) => p.entry.type === 'file').map((p) => p.f),
       (d, data) => {

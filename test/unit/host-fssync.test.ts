@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TransferDirection, type BuildTransfer, type ClientStream } from '../../src/gen/com/apple/container/build/v1/builder.js';
-import { answerInfo, answerRead, answerWalk, answerWalkJson } from '../../src/host/fssync.js';
+import { answerInfo, answerRead, answerWalk, answerWalkJson, ManifestServer } from '../../src/host/fssync.js';
+import { parseManifest } from '../../src/fssync/manifest.js';
 import { decodeFollowPaths, encodeFollowPaths } from '../../src/protocol/followpaths.js';
 import { decodeTerminalCommand, encodeTerminalCommand } from '../../src/protocol/terminal.js';
 import { writeTree } from '../harness/tree.js';
@@ -76,6 +77,27 @@ describe('host fssync answers', () => {
     await fsp.writeFile(path.join(ctx, 'd/b'), 'c');
     const changed = await collect((send) => answerWalk(ctx, 'B', req('Walk', { ...encodeFollowPaths(['d']), mode: 'tar' }), send));
     expect(changed[0]!.metadata.hash).not.toBe(packets[0]!.metadata.hash);
+  });
+});
+
+describe('manifest Walk with the context listed ahead', () => {
+  const walk = async (server: ManifestServer, follow: string[]) => {
+    const replies = await collect((send) => server.walk('B', req('Walk', { mode: 'manifest', ...encodeFollowPaths(follow) }), send));
+    return { hash: replies[0]!.metadata.hash, paths: parseManifest(Buffer.concat(replies.map((r) => Buffer.from(r.data)))).map((r) => r.path) };
+  };
+
+  it('answers the first whole-context Walk from the listing taken at build start, and only that one', async () => {
+    const plain = await walk(new ManifestServer(ctx, path.join(top, 'state-plain')), ['.']);
+    const server = new ManifestServer(ctx, path.join(top, 'state-early'));
+    await server.prefetch();
+    // a narrower Walk does not take the early listing
+    expect((await walk(server, ['d/b'])).paths).toEqual(['d', 'd/b']);
+    await fsp.writeFile(path.join(ctx, 'late.txt'), 'after the build started');
+    const first = await walk(server, ['.']);
+    expect(first).toEqual(plain);
+    expect(first.paths).not.toContain('late.txt');
+    // a later whole Walk lists the context again
+    expect((await walk(server, ['.'])).paths).toContain('late.txt');
   });
 });
 
