@@ -23,8 +23,8 @@ export interface HostImagesOptions {
 export class HostImages {
   /** Bytes of image content sent to shims. */
   bytesServed = 0;
-  /** Layers still downloading after their image was resolved (see `settle`). */
-  private readonly background: Promise<unknown>[] = [];
+  /** Layers still downloading after their image was resolved: each settles to its error, if any (see `settle`). */
+  private readonly background: Promise<Error | undefined>[] = [];
 
   private constructor(
     readonly store: ImageStore,
@@ -59,12 +59,7 @@ export class HostImages {
   }
 
   private track(ref: string, done: Promise<void>): void {
-    this.background.push(
-      done.catch((err: unknown) => {
-        throw new Error(`pulling ${ref}: ${(err as Error).message}`, { cause: err });
-      }),
-    );
-    this.background.at(-1)!.catch(() => {}); // read by settle
+    this.background.push(done.then(() => undefined, (err: unknown) => new Error(`pulling ${ref}: ${(err as Error).message}`, { cause: err })));
   }
 
   /**
@@ -72,9 +67,8 @@ export class HostImages {
    * not have needed that layer: buildkitd can hold it already).
    */
   async settle(): Promise<void> {
-    const results = await Promise.allSettled(this.background.splice(0));
-    const failed = results.find((r) => r.status === 'rejected');
-    if (failed) throw (failed as PromiseRejectedResult).reason;
+    const failed = (await Promise.all(this.background.splice(0))).find((e) => e !== undefined);
+    if (failed) throw failed;
   }
 
   /** Answers one image_transfer request of the shim. */
@@ -113,16 +107,15 @@ export class HostImages {
       if (!digest) throw new Error(`content-store ${method} without a digest`);
       const size = await this.store.contentSize(digest);
       if (size === undefined) throw new Error(`content ${digest} not found in the host image store`);
-      const info = { size };
-      if (method?.endsWith('/Info')) return [{}, { size: String(info.size) }];
+      if (method?.endsWith('/Info')) return [{}, { size: String(size) }];
       if (method?.endsWith('/ReaderAt')) {
         const offset = Number(req.metadata.offset ?? '0');
         const length = Number(req.metadata.length ?? '0');
-        if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset > info.size) {
-          throw new Error(`invalid read of ${digest}: offset ${req.metadata.offset}, length ${req.metadata.length} (size ${info.size})`);
+        if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset > size) {
+          throw new Error(`invalid read of ${digest}: offset ${req.metadata.offset}, length ${req.metadata.length} (size ${size})`);
         }
-        if (offset === 0 && length === 0) return [{}, { size: String(info.size) }];
-        const want = Math.min(length === 0 ? info.size - offset : length, MAX_READ, info.size - offset);
+        if (offset === 0 && length === 0) return [{}, { size: String(size) }];
+        const want = Math.min(length === 0 ? size - offset : length, MAX_READ, size - offset);
         const data = await this.store.openBlob(digest, offset, want);
         this.bytesServed += data.length;
         return [{ data }, { size: String(data.length) }];
