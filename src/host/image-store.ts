@@ -647,11 +647,11 @@ export class ImageStore {
    */
   private downloadLayers(client: RegistryClient, repo: ImageReference, layers: Descriptor[], stats: { fetched: number; skipped: number; bytesFetched: number }): Promise<void> {
     const mine: Array<[Descriptor, Ingest]> = [];
-    const others: Promise<void>[] = [];
+    // layers another pull of this process is downloading: waited for, then checked
+    const others: Descriptor[] = [];
     for (const d of layers) {
-      const running = this.ingests.get(d.digest);
-      if (running) {
-        others.push(running.ended);
+      if (this.ingests.has(d.digest)) {
+        others.push(d);
         continue;
       }
       let settle!: () => void;
@@ -659,13 +659,12 @@ export class ImageStore {
       const ing: Ingest = { size: d.size, written: 0, done: false, waiters: new Set(), ended, settle };
       this.ingests.set(d.digest, ing);
       mine.push([d, ing]);
-      void ended.then(() => {
-        if (this.ingests.get(d.digest) === ing) this.ingests.delete(d.digest);
-      });
     }
-    const finish = (ing: Ingest, error?: Error) => {
+    const waits = others.map((d) => this.ingests.get(d.digest)!.ended);
+    const finish = (ing: Ingest, digest: string, error?: Error) => {
       ing.error = error;
       ing.done = true;
+      if (this.ingests.get(digest) === ing) this.ingests.delete(digest);
       wakeAll(ing);
       ing.settle();
     };
@@ -679,23 +678,21 @@ export class ImageStore {
           stats.fetched++;
           stats.bytesFetched += d.size;
         }
-        finish(ing);
+        finish(ing, d.digest);
       } catch (err) {
-        finish(ing, err as Error);
+        finish(ing, d.digest, err as Error);
         throw err;
       }
     });
     // on failure mapLimit stops taking items: the ones it never started fail too
     const failRest = own.catch((err: unknown) => {
-      for (const [, ing] of mine) if (!ing.done) finish(ing, err as Error);
+      for (const [d, ing] of mine) if (!ing.done) finish(ing, d.digest, err as Error);
       throw err;
     });
-    return Promise.all([failRest, ...others]).then(async () => {
-      // another download of the same blob may have failed: then it is still missing
-      for (const d of layers) {
-        if (!mine.some(([m]) => m.digest === d.digest) && !(await this.has(d.digest))) {
-          throw new StoreError('NOT_FOUND', `layer ${d.digest} could not be downloaded`);
-        }
+    return Promise.all([failRest, ...waits]).then(async () => {
+      // another pull's download of the same blob may have failed: then it is still missing
+      for (const d of others) {
+        if (!(await this.has(d.digest))) throw new StoreError('NOT_FOUND', `layer ${d.digest} could not be downloaded`);
       }
     });
   }
