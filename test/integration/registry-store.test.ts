@@ -683,7 +683,7 @@ describe('ImageStore: layers downloading in the background', () => {
     const ref = `${proxy.host}/library/busybox:1`;
     const store = await ImageStore.open(tmp('store-bg-'));
     const pulled = await store.pull(client(), ref, [native], { layersInBackground: true });
-    return { store, ref, layer, whole, pulled, go: () => release(how) };
+    return { store, ref, layer, whole, pulled, proxy, go: () => release(how) };
   }
 
   it('serves a layer as it arrives, and tags the image once it is stored', async () => {
@@ -712,6 +712,21 @@ describe('ImageStore: layers downloading in the background', () => {
     expect(await store.openBlob(layer.digest, layer.size, 10)).toHaveLength(0);
     await expect(store.openBlob(layer.digest, layer.size + 1, 10)).rejects.toThrow(RangeError);
     expect(readdirSync(path.join(store.dir, 'ingest'))).toEqual([]);
+  });
+
+  it('a second pull of a layer in flight waits for that download instead of starting its own', async () => {
+    const { store, ref, layer, pulled, proxy, go } = await heldPull('go');
+    const second = await store.pull(client(), ref, [native], { layersInBackground: true });
+    expect(second.fetched).toBe(0); // manifest and config stored, the layer is the first pull's
+    let secondDone = false;
+    void second.done.then(() => (secondDone = true));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(secondDone).toBe(false);
+    go();
+    await Promise.all([pulled.done, second.done]);
+    await store.verifyBlob(layer.digest);
+    expect((await store.lookup(ref))?.digest).toBe(pulled.descriptor.digest);
+    expect(proxy.requests.filter((r) => r.method === 'GET' && r.url.endsWith(`/blobs/${layer.digest}`))).toHaveLength(1);
   });
 
   it.each(['break', 'corrupt'] as const)('fails waiting and later reads when the download fails (%s), and tags nothing', async (how) => {
