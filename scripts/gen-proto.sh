@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates src/gen/ (typed TypeScript, ts-proto + grpc-js) from every .proto under proto/.
+# Regenerates src/gen/ (typed TypeScript, ts-proto) from every .proto under proto/: grpc-js
+# service clients for BuildKit's APIs, and for apple's Builder API (com/apple/...) plain
+# service definitions with no grpc-js import, so the host CLI never loads grpc-js (about
+# 100 ms of its start-up) and the shim serves it with src/rpc/server.ts.
 # Uses only locally installed tools: the protoc npm package (binary + well-known-type
 # includes) and the ts-proto plugin. Nothing is downloaded. Output is deterministic.
 set -euo pipefail
@@ -13,7 +16,8 @@ WKT_INCLUDE="$ROOT/node_modules/protoc/include"
 PROTO_DIR="proto"
 OUT_DIR="src/gen"
 
-TS_PROTO_OPTS="outputServices=grpc-js,forceLong=bigint,esModuleInterop=true,importSuffix=.js,env=node,useDate=false,outputTypeRegistry=false,snakeToCamel=true"
+COMMON_OPTS="forceLong=bigint,esModuleInterop=true,importSuffix=.js,env=node,useDate=false,outputTypeRegistry=false,snakeToCamel=true"
+GENERIC_PREFIX="com/apple/"
 
 for f in "$PROTOC" "$PLUGIN"; do
   [[ -x "$f" ]] || { echo "gen-proto: missing $f (run npm ci)" >&2; exit 1; }
@@ -32,13 +36,25 @@ fi
 TMP_OUT="$(mktemp -d "${TMPDIR:-/tmp}/gen-proto.XXXXXX")"
 trap 'rm -rf "$TMP_OUT"' EXIT
 
-"$PROTOC" \
-  --plugin=protoc-gen-ts_proto="$PLUGIN" \
-  --ts_proto_out="$TMP_OUT" \
-  --ts_proto_opt="$TS_PROTO_OPTS" \
-  -I "$PROTO_DIR" \
-  -I "$WKT_INCLUDE" \
-  "${PROTOS[@]/#/$PROTO_DIR/}"
+generate() { # services-option proto...
+  local services="$1"
+  shift
+  [[ $# -gt 0 ]] || return 0
+  "$PROTOC" \
+    --plugin=protoc-gen-ts_proto="$PLUGIN" \
+    --ts_proto_out="$TMP_OUT" \
+    --ts_proto_opt="outputServices=$services,$COMMON_OPTS" \
+    -I "$PROTO_DIR" \
+    -I "$WKT_INCLUDE" \
+    "${@/#/$PROTO_DIR/}"
+}
+GENERIC=()
+GRPC=()
+for p in "${PROTOS[@]}"; do
+  if [[ "$p" == "$GENERIC_PREFIX"* ]]; then GENERIC+=("$p"); else GRPC+=("$p"); fi
+done
+generate generic-definitions "${GENERIC[@]}"
+generate grpc-js "${GRPC[@]}"
 
 # Decoded bytes fields become views of the message buffer instead of copies (ts-proto's
 # env=node copies each one). Every buffer we decode is owned by that one message: our

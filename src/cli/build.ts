@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BuildFailed, connectBuilder, probeBuilder, runHostBuild } from '../host/build-client.js';
+import { BuildFailed, probeBuilder, runHostBuild } from '../host/build-client.js';
 import type { HostOutput } from '../host/exports.js';
 import { ContextError } from '../host/context-select.js';
 import { parseCsvFields } from '../shim/csv.js';
@@ -215,13 +215,12 @@ export async function build(argv: string[]): Promise<number> {
       if (progress !== 'quiet') process.stderr.write(`[host] ${source === 'local' ? 'using local' : 'pulled'} ${ref} (${platform})\n`);
     },
   });
-  const client = connectBuilder(builderAddr);
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    await probeBuilder(client).catch((err) => {
+    await probeBuilder(builderAddr).catch((err) => {
       throw new BuildFailed(`builder at ${builderAddr} is not answering: ${(err as Error).message}`, 14);
     });
     const res = await runHostBuild({
@@ -265,6 +264,5 @@ export async function build(argv: string[]): Promise<number> {
     }
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    client.close();
   }
 }

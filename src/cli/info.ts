@@ -1,6 +1,5 @@
 import { parseArgs } from 'node:util';
-import { connectBuilder, probeBuilder } from '../host/build-client.js';
-import { BuildFailed } from '../host/build-client.js';
+import { BuildFailed, probeBuilder } from '../host/build-client.js';
 import { UsageError } from './usage.js';
 
 export const infoUsage = 'usage: builder-shim info --builder ADDR [--timeout SECONDS]';
@@ -15,14 +14,11 @@ export async function info(argv: string[]): Promise<number> {
     return 0;
   }
   if (!values.builder) throw new UsageError('--builder is required', infoUsage);
-  const client = connectBuilder(values.builder);
   try {
-    await probeBuilder(client, Number(values.timeout) * 1000);
+    await probeBuilder(values.builder, Number(values.timeout) * 1000);
     process.stdout.write(`builder at ${values.builder} is serving\n`);
     return 0;
   } catch (err) {
     throw new BuildFailed(`builder at ${values.builder} is not answering: ${(err as Error).message}`, 14);
-  } finally {
-    client.close();
   }
 }

@@ -7,9 +7,8 @@
 import { randomUUID } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Metadata, credentials, status as GrpcStatus } from '@grpc/grpc-js';
-import { BuildTransfer, BuilderClient, ClientStream, ImageTransfer, ServerStream, TransferDirection } from '../gen/com/apple/container/build/v1/builder.js';
-import { RawBidiCall } from '../rpc/client.js';
+import { BuildTransfer, ClientStream, ImageTransfer, InfoRequest, ServerStream, TransferDirection } from '../gen/com/apple/container/build/v1/builder.js';
+import { RawBidiCall, unaryCall } from '../rpc/client.js';
 import { Code } from '../rpc/errors.js';
 import { fieldHead } from '../rpc/wire.js';
 import { HEADER_STAGE, STREAM_CHUNK, splitHeaders } from '../protocol/streamed-headers.js';
@@ -68,21 +67,13 @@ export class BuildFailed extends Error {
   }
 }
 
-export function connectBuilder(addr: string): BuilderClient {
-  const target = addr.startsWith('tcp://') ? addr.slice('tcp://'.length) : addr;
-  return new BuilderClient(target, credentials.createInsecure(), {
-    'grpc.max_receive_message_length': 64 << 20,
-    'grpc.max_send_message_length': 64 << 20,
-    'grpc-node.flow_control_window': 16 << 20,
-    'grpc.max_metadata_size': 64 << 20,
-  });
-}
+/** The Builder API's paths; the host speaks it with its own client (see `clientStreamParts`). */
+const PERFORM_BUILD = '/com.apple.container.build.v1.Builder/PerformBuild';
+const INFO = '/com.apple.container.build.v1.Builder/Info';
 
 /** Info is the liveness probe: apple's host gives it 30 s. */
-export function probeBuilder(client: BuilderClient, timeoutMs = 30_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    client.info({}, new Metadata(), { deadline: Date.now() + timeoutMs }, (err) => (err ? reject(err) : resolve()));
-  });
+export async function probeBuilder(addr: string, timeoutMs = 30_000): Promise<void> {
+  await unaryCall(addr, INFO, InfoRequest.encode({}).finish(), timeoutMs);
 }
 
 /** The request headers, in the order apple's host writes them. */
@@ -111,9 +102,6 @@ export function buildHeaders(opts: HostBuildOptions, buildId: string): Array<[st
   if (opts.contextStateDir) add(CONTEXT_TRANSFER_HEADER, MANIFEST_V1);
   return md;
 }
-
-/** PerformBuild's path; the host speaks it with its own client (see `clientStreamParts`). */
-const PERFORM_BUILD = '/com.apple.container.build.v1.Builder/PerformBuild';
 
 /**
  * Serializes one ClientStream as pieces: a large `data` of a build or image transfer is
@@ -230,7 +218,7 @@ export async function runHostBuild(opts: HostBuildOptions): Promise<HostBuildRes
     opts.signal?.removeEventListener('abort', onAbort);
     await Promise.allSettled([...handlers]);
     call.end();
-    if (handlerError) throw new BuildFailed(`host failed to serve the build: ${(handlerError as Error).message}`, GrpcStatus.INTERNAL);
+    if (handlerError) throw new BuildFailed(`host failed to serve the build: ${(handlerError as Error).message}`, Code.INTERNAL);
     if (st.code !== Code.OK) throw new BuildFailed(st.details, st.code);
     const written = await collectOutputs(buildDir, opts.outputs);
     // An image output without dest goes into the host's image store under every tag.

@@ -11,7 +11,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { applyLimits, readLimits, removeGroups } from './cgroups.js';
-import { connectBuilder, probeBuilder } from './build-client.js';
+import { probeBuilder } from './build-client.js';
 import { NODE_FLAGS } from '../cli/node-flags.js';
 
 export interface BuilderConfig {
@@ -145,21 +145,16 @@ export class LocalBuilder {
   }
 
   private async waitReady(pid: number, timeoutMs = 90_000): Promise<void> {
-    const client = connectBuilder(this.address);
     const deadline = Date.now() + timeoutMs;
-    try {
-      for (;;) {
-        if (!alive(pid)) throw new Error(`the builder exited during start; see ${path.join(this.dir, 'builder.log')}`);
-        try {
-          await probeBuilder(client, 1_000);
-          return;
-        } catch {
-          if (Date.now() > deadline) throw new Error(`the builder did not answer within ${timeoutMs / 1000} s; see ${path.join(this.dir, 'builder.log')}`);
-          await new Promise((r) => setTimeout(r, 200));
-        }
+    for (;;) {
+      if (!alive(pid)) throw new Error(`the builder exited during start; see ${path.join(this.dir, 'builder.log')}`);
+      try {
+        await probeBuilder(this.address, 1_000);
+        return;
+      } catch {
+        if (Date.now() > deadline) throw new Error(`the builder did not answer within ${timeoutMs / 1000} s; see ${path.join(this.dir, 'builder.log')}`);
+        await new Promise((r) => setTimeout(r, 200));
       }
-    } finally {
-      client.close();
     }
   }
 

@@ -1,6 +1,6 @@
 /**
- * A minimal gRPC client for one bidirectional call on its own HTTP/2 connection, for the
- * bulk path to buildkitd (the BuildKit session tunnel). grpc-js serializes each message
+ * A minimal gRPC client for one call on its own HTTP/2 connection: the bulk path to
+ * buildkitd (the BuildKit session tunnel), the host's PerformBuild and its Info probe. grpc-js serializes each message
  * into a fresh buffer and then copies it once more to frame it; here a message is written
  * as the pieces the caller has (a few header bytes, then the payload as it is), and the
  * receive windows are ours to set. Only what the session call needs: no compression, no
@@ -142,5 +142,34 @@ export class RawBidiCall {
     if (this.req.destroyed) return;
     this.cancelled = true;
     this.req.close(http2.constants.NGHTTP2_CANCEL);
+  }
+}
+
+/**
+ * One unary call: sends `request` (serialized), returns the serialized response. Fails with
+ * a ShimError carrying the call's status, or DEADLINE_EXCEEDED after `timeoutMs`.
+ */
+export async function unaryCall(addr: string, path: string, request: Uint8Array, timeoutMs: number): Promise<Buffer> {
+  const call = new RawBidiCall(addr, path, [['grpc-timeout', `${Math.max(1, Math.ceil(timeoutMs))}m`]], { windowSize: 1 << 20 });
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    call.cancel();
+  }, timeoutMs);
+  try {
+    const replies: Buffer[] = [];
+    const reading = (async () => {
+      for await (const m of call.messages()) replies.push(m);
+    })().catch(() => {}); // a broken stream ends the call; its status says why
+    call.write([request]);
+    call.end();
+    const st = await call.status;
+    await reading;
+    if (timedOut) throw new ShimError(Code.DEADLINE_EXCEEDED, 'deadline', `${path}: no answer within ${timeoutMs} ms`);
+    if (st.code !== Code.OK) throw new ShimError(st.code, 'call-failed', st.details || `${path} failed with status ${Code[st.code] ?? st.code}`);
+    if (replies.length !== 1) throw new ShimError(Code.INTERNAL, 'bad-reply', `${path}: ${replies.length} replies to a unary call`);
+    return replies[0]!;
+  } finally {
+    clearTimeout(timer);
   }
 }

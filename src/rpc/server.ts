@@ -26,6 +26,29 @@ export interface MethodDef<Req, Res> {
   readonly responseSerialize: (r: Res) => Buffer;
 }
 
+/** A method of a ts-proto `generic-definitions` service (the Builder API is generated so). */
+export interface GenericMethod<Req, Res> {
+  readonly name: string;
+  readonly requestType: { decode(input: Uint8Array): Req };
+  readonly requestStream: boolean;
+  readonly responseType: { encode(message: Res): { finish(): Uint8Array } };
+  readonly responseStream: boolean;
+}
+
+/** The server's view of one method of a generic service definition. */
+export function methodDef<Req, Res>(service: { readonly fullName: string }, m: GenericMethod<Req, Res>): MethodDef<Req, Res> {
+  return {
+    path: `/${service.fullName}/${m.name}`,
+    requestStream: m.requestStream,
+    responseStream: m.responseStream,
+    requestDeserialize: (b) => m.requestType.decode(b),
+    responseSerialize: (r) => {
+      const out = m.responseType.encode(r).finish();
+      return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+    },
+  };
+}
+
 export interface ServerCall<Req, Res> {
   readonly method: string;
   readonly metadata: Metadata;

@@ -2,8 +2,8 @@
 // every IO packet (unless told otherwise), and lets a test decide how each Walk, IO packet
 // and image request is answered (or not).
 import { Metadata, credentials, type ClientDuplexStream } from '@grpc/grpc-js';
+import { BuilderClient } from './builder-client.js';
 import {
-  BuilderClient,
   TransferDirection,
   type BuildTransfer,
   type ClientStream,

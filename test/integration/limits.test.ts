@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Metadata, credentials } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { BuilderClient } from '../../src/gen/com/apple/container/build/v1/builder.js';
+import { BuilderClient } from '../harness/builder-client.js';
 import { runCli } from '../harness/cli.js';
 import { startShim, type Shim } from '../harness/shim.js';
 import { writeTree } from '../harness/tree.js';

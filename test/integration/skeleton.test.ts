@@ -7,7 +7,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Metadata, credentials, status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { BuilderClient } from '../../src/gen/com/apple/container/build/v1/builder.js';
+import { BuilderClient } from '../harness/builder-client.js';
 import { buildctlBuild } from '../harness/buildctl.js';
 import { runCli } from '../harness/cli.js';
 import { startShim, type Shim } from '../harness/shim.js';

@@ -5,8 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Metadata, credentials } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BuilderClient, BuilderService } from '../../src/gen/com/apple/container/build/v1/builder.js';
-import { RpcServer, type Metadata as Md } from '../../src/rpc/server.js';
+import { BuilderDefinition } from '../../src/gen/com/apple/container/build/v1/builder.js';
+import { BuilderClient } from '../harness/builder-client.js';
+import { RpcServer, methodDef, type Metadata as Md } from '../../src/rpc/server.js';
 import { parseBuildOptions, parseOutput } from '../../src/shim/build-options.js';
 import { ShimError } from '../../src/rpc/errors.js';
 
@@ -17,7 +18,7 @@ let seen: Md | undefined;
 beforeAll(async () => {
   dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'headers-'));
   server = new RpcServer();
-  server.stream(BuilderService.performBuild, async (call) => {
+  server.stream(methodDef(BuilderDefinition, BuilderDefinition.methods.performBuild), async (call) => {
     seen = call.metadata;
   });
   await server.listen({ path: path.join(dir, 's.sock') });

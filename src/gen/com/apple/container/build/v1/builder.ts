@@ -6,20 +6,6 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import {
-  type CallOptions,
-  type ChannelCredentials,
-  Client,
-  type ClientDuplexStream,
-  type ClientOptions,
-  type ClientUnaryCall,
-  type handleBidiStreamingCall,
-  type handleUnaryCall,
-  makeGenericClientConstructor,
-  type Metadata,
-  type ServiceError,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
 
 export const protobufPackage = "com.apple.container.build.v1";
 
@@ -2568,93 +2554,40 @@ export const Descriptor_AnnotationsEntry: MessageFns<Descriptor_AnnotationsEntry
   },
 };
 
-export type BuilderService = typeof BuilderService;
-export const BuilderService = {
-  /** Registers a new build and returns its id. */
-  createBuild: {
-    path: "/com.apple.container.build.v1.Builder/CreateBuild" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: CreateBuildRequest): Buffer => Buffer.from(CreateBuildRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): CreateBuildRequest => CreateBuildRequest.decode(value),
-    responseSerialize: (value: CreateBuildResponse): Buffer => Buffer.from(CreateBuildResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): CreateBuildResponse => CreateBuildResponse.decode(value),
-  },
-  /** Bidirectional stream carrying commands, transfers and output for one build. */
-  performBuild: {
-    path: "/com.apple.container.build.v1.Builder/PerformBuild" as const,
-    requestStream: true as const,
-    responseStream: true as const,
-    requestSerialize: (value: ClientStream): Buffer => Buffer.from(ClientStream.encode(value).finish()),
-    requestDeserialize: (value: Buffer): ClientStream => ClientStream.decode(value),
-    responseSerialize: (value: ServerStream): Buffer => Buffer.from(ServerStream.encode(value).finish()),
-    responseDeserialize: (value: Buffer): ServerStream => ServerStream.decode(value),
-  },
-  /** Liveness / capability probe (empty for now). */
-  info: {
-    path: "/com.apple.container.build.v1.Builder/Info" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: InfoRequest): Buffer => Buffer.from(InfoRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): InfoRequest => InfoRequest.decode(value),
-    responseSerialize: (value: InfoResponse): Buffer => Buffer.from(InfoResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): InfoResponse => InfoResponse.decode(value),
+export type BuilderDefinition = typeof BuilderDefinition;
+export const BuilderDefinition = {
+  name: "Builder",
+  fullName: "com.apple.container.build.v1.Builder",
+  methods: {
+    /** Registers a new build and returns its id. */
+    createBuild: {
+      name: "CreateBuild",
+      requestType: CreateBuildRequest as typeof CreateBuildRequest,
+      requestStream: false,
+      responseType: CreateBuildResponse as typeof CreateBuildResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Bidirectional stream carrying commands, transfers and output for one build. */
+    performBuild: {
+      name: "PerformBuild",
+      requestType: ClientStream as typeof ClientStream,
+      requestStream: true,
+      responseType: ServerStream as typeof ServerStream,
+      responseStream: true,
+      options: {},
+    },
+    /** Liveness / capability probe (empty for now). */
+    info: {
+      name: "Info",
+      requestType: InfoRequest as typeof InfoRequest,
+      requestStream: false,
+      responseType: InfoResponse as typeof InfoResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
-
-export interface BuilderServer extends UntypedServiceImplementation {
-  /** Registers a new build and returns its id. */
-  createBuild: handleUnaryCall<CreateBuildRequest, CreateBuildResponse>;
-  /** Bidirectional stream carrying commands, transfers and output for one build. */
-  performBuild: handleBidiStreamingCall<ClientStream, ServerStream>;
-  /** Liveness / capability probe (empty for now). */
-  info: handleUnaryCall<InfoRequest, InfoResponse>;
-}
-
-export interface BuilderClient extends Client {
-  /** Registers a new build and returns its id. */
-  createBuild(
-    request: CreateBuildRequest,
-    callback: (error: ServiceError | null, response: CreateBuildResponse) => void,
-  ): ClientUnaryCall;
-  createBuild(
-    request: CreateBuildRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: CreateBuildResponse) => void,
-  ): ClientUnaryCall;
-  createBuild(
-    request: CreateBuildRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: CreateBuildResponse) => void,
-  ): ClientUnaryCall;
-  /** Bidirectional stream carrying commands, transfers and output for one build. */
-  performBuild(): ClientDuplexStream<ClientStream, ServerStream>;
-  performBuild(options: Partial<CallOptions>): ClientDuplexStream<ClientStream, ServerStream>;
-  performBuild(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<ClientStream, ServerStream>;
-  /** Liveness / capability probe (empty for now). */
-  info(request: InfoRequest, callback: (error: ServiceError | null, response: InfoResponse) => void): ClientUnaryCall;
-  info(
-    request: InfoRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: InfoResponse) => void,
-  ): ClientUnaryCall;
-  info(
-    request: InfoRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: InfoResponse) => void,
-  ): ClientUnaryCall;
-}
-
-export const BuilderClient = makeGenericClientConstructor(
-  BuilderService,
-  "com.apple.container.build.v1.Builder",
-) as unknown as {
-  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): BuilderClient;
-  service: typeof BuilderService;
-  serviceName: string;
-};
 
 function bytesFromBase64(b64: string): Uint8Array {
   return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
