@@ -4,8 +4,6 @@ import fsp from 'node:fs/promises';
 import { ContextCache } from '../cache/context-cache.js';
 import { RpcServer } from '../rpc/server.js';
 import { registerBuilder } from '../shim/builder-service.js';
-import { connectBuildkit } from '../shim/control.js';
-import { BuildkitdSupervisor, externalBuildkit } from '../shim/buildkitd.js';
 import { listenOn, parseListenAddr } from '../shim/listen.js';
 import { createLogger, type Level } from '../shim/log.js';
 import { reportEventLoop } from '../shim/event-loop.js';
@@ -72,11 +70,15 @@ export async function serve(argv: string[]): Promise<number> {
   await cache.init();
   const buildkitAddr = values['buildkit-addr'];
   if (values.buildkitd && !buildkitAddr.startsWith('unix://')) throw new UsageError('--buildkitd needs a unix:// --buildkit-addr', serveUsage);
-  const control = connectBuildkit(buildkitAddr);
-  const supervisor = values.buildkitd
-    ? new BuildkitdSupervisor({ bin: values.buildkitd, args: values['buildkitd-arg'] ?? [], socketPath: buildkitAddr.slice('unix://'.length), control, log: log.child({ component: 'buildkitd' }) })
-    : undefined;
-  const buildkit = supervisor ?? externalBuildkit(control, buildkitAddr);
+  // BuildKit's client (grpc-js) loads once the listener is up; a build waits for it.
+  const backend = (async () => {
+    const [{ connectBuildkit }, { BuildkitdSupervisor, externalBuildkit }] = await Promise.all([import('../shim/control.js'), import('../shim/buildkitd.js')]);
+    const control = connectBuildkit(buildkitAddr);
+    const supervisor = values.buildkitd
+      ? new BuildkitdSupervisor({ bin: values.buildkitd, args: values['buildkitd-arg'] ?? [], socketPath: buildkitAddr.slice('unix://'.length), control, log: log.child({ component: 'buildkitd' }) })
+      : undefined;
+    return { control, supervisor, buildkit: supervisor ?? externalBuildkit(control, buildkitAddr) };
+  })();
   const grace = Number(values['shutdown-grace']) * 1000;
   if (!Number.isFinite(grace) || grace < 0) throw new UsageError(`invalid --shutdown-grace ${values['shutdown-grace']}`, serveUsage);
   const server = new RpcServer();
@@ -90,10 +92,14 @@ export async function serve(argv: string[]): Promise<number> {
     if (!m) throw new UsageError(`invalid --debug-addr ${values['debug-addr']}: host:port`, serveUsage);
     closeMetrics = await metrics.serve(m[1]!.replace(/^\[|\]$/g, ''), Number(m[2]));
   }
-  registerBuilder(server, { control, buildkitAddr, buildkit, exportsDir, cache, defaultPlatform: nativePlatform(), log, metrics });
+  const buildsReady = registerBuilder(server, backend.then(({ control, buildkit }) => ({ control, buildkitAddr, buildkit, exportsDir, cache, defaultPlatform: nativePlatform(), log, metrics })));
   for (const l of listens) await listenOn(server, l);
   log.info({ listen: values.listen, buildkit: buildkitAddr }, 'serving');
-  if (supervisor) void supervisor.start().catch((err) => log.error({ err: String(err) }, 'buildkitd did not start'));
+  void buildsReady.then(
+    () => log.info({ ms: Math.round(performance.now()) }, 'build machinery loaded'),
+    (err) => log.error({ err: String((err as Error)?.stack ?? err) }, 'could not load the build machinery'),
+  );
+  void backend.then(({ supervisor }) => supervisor?.start().catch((err) => log.error({ err: String(err) }, 'buildkitd did not start')), () => {});
 
   await new Promise<void>((resolve) => {
     const stop = (why: string) => {
@@ -123,10 +129,11 @@ export async function serve(argv: string[]): Promise<number> {
   if (server.activeCalls() > 0) log.warn({ builds: server.activeCalls() }, 'grace period over: cancelling builds');
   server.destroy();
   await Promise.race([closing, new Promise((r) => setTimeout(r, 2_000).unref())]);
-  await supervisor?.stop();
+  const loaded = await backend.catch(() => undefined);
+  await loaded?.supervisor?.stop();
   closeMetrics?.();
   stopLoopReport();
-  control.close();
+  loaded?.control.close();
   for (const l of listens) if (l.kind === 'unix') await fsp.rm(l.path, { force: true });
   return 0;
 }
