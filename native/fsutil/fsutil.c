@@ -3,9 +3,10 @@
  * - set a file's times to the nanosecond. fs.utimes takes seconds as a double and libuv
  *   keeps microseconds, so an exported tree would differ from BuildKit's own (Go keeps
  *   nanoseconds) whenever the lost digits carry across a millisecond;
- * - store or read a small file in one thread-pool job. fs.promises hands every system call
- *   (open, write, close, rename; open, fstat, read, close) to the pool and back on its own,
- *   and for contexts of many small files those hand-offs cost more than the calls.
+ * - read a small file in one thread-pool job, and store many small files in one. fs.promises
+ *   hands every system call (open, write, close, rename; open, fstat, read, close) to the
+ *   pool and back on its own, and for contexts of many small files those hand-offs cost
+ *   more than the calls.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -56,41 +57,54 @@ static napi_value Utimens(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* One job of storeFile or readInto, run on the libuv thread pool. */
+/* One file to store: created as tmp (exclusively, 0600), written, closed, renamed to final. */
+typedef struct {
+  char *tmp;
+  char *final;
+  char *data;
+  size_t len;
+  int err;
+  const char *call;
+} StoreItem;
+
+static void StoreOne(StoreItem *it) {
+  int fd = open(it->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) { it->err = errno; it->call = "open"; return; }
+  size_t off = 0;
+  while (off < it->len) {
+    ssize_t n = write(fd, it->data + off, it->len - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      it->err = errno; it->call = "write"; break;
+    }
+    off += (size_t)n;
+  }
+  if (close(fd) < 0 && !it->err) { it->err = errno; it->call = "close"; }
+  if (!it->err && rename(it->tmp, it->final) < 0) { it->err = errno; it->call = "rename"; }
+  if (it->err) unlink(it->tmp);
+}
+
+/* The code of a store or read error, as Node names errno values. */
+static const char *ErrCode(int err) {
+  return err == ENOENT ? "ENOENT" : err == EEXIST ? "EEXIST" : err == ENOSPC ? "ENOSPC" : "EIO";
+}
+
+/* One readInto job, run on the libuv thread pool. */
 typedef struct {
   napi_async_work work;
   napi_deferred deferred;
-  napi_ref buffer; /* keeps the data alive while the job runs */
-  int store;       /* 1: storeFile, 0: readInto */
-  char tmp[4097];
-  char final[4097];
+  napi_ref buffer; /* keeps the buffer alive while the job runs */
+  char path[4097];
   char *data;
   size_t len;
-  size_t done; /* bytes read (readInto) */
+  size_t done; /* bytes read */
   int err;     /* errno of the failed call, 0 on success */
   const char *call;
-} FileJob;
+} ReadJob;
 
-static void RunJob(napi_env env, void *arg) {
-  FileJob *j = arg;
-  if (j->store) {
-    int fd = open(j->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) { j->err = errno; j->call = "open"; return; }
-    size_t off = 0;
-    while (off < j->len) {
-      ssize_t n = write(fd, j->data + off, j->len - off);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        j->err = errno; j->call = "write"; break;
-      }
-      off += (size_t)n;
-    }
-    if (close(fd) < 0 && !j->err) { j->err = errno; j->call = "close"; }
-    if (!j->err && rename(j->tmp, j->final) < 0) { j->err = errno; j->call = "rename"; }
-    if (j->err) unlink(j->tmp);
-    return;
-  }
-  int fd = open(j->final, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+static void RunRead(napi_env env, void *arg) {
+  ReadJob *j = arg;
+  int fd = open(j->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) { j->err = errno; j->call = "open"; return; }
   while (j->done < j->len) {
     ssize_t n = read(fd, j->data + j->done, j->len - j->done);
@@ -104,13 +118,13 @@ static void RunJob(napi_env env, void *arg) {
   close(fd);
 }
 
-static void FinishJob(napi_env env, napi_status status, void *arg) {
-  FileJob *j = arg;
+static void FinishRead(napi_env env, napi_status status, void *arg) {
+  ReadJob *j = arg;
   if (j->err) {
     char msg[4400];
-    snprintf(msg, sizeof msg, "%s %s: %s", j->call, j->store ? j->tmp : j->final, strerror(j->err));
+    snprintf(msg, sizeof msg, "%s %s: %s", j->call, j->path, strerror(j->err));
     napi_value code, text, err;
-    napi_create_string_utf8(env, j->err == ENOENT ? "ENOENT" : j->err == EEXIST ? "EEXIST" : j->err == ENOSPC ? "ENOSPC" : "EIO", NAPI_AUTO_LENGTH, &code);
+    napi_create_string_utf8(env, ErrCode(j->err), NAPI_AUTO_LENGTH, &code);
     napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
     napi_create_error(env, code, text, &err);
     napi_reject_deferred(env, j->deferred, err);
@@ -124,49 +138,38 @@ static void FinishJob(napi_env env, napi_status status, void *arg) {
   free(j);
 }
 
-static int PathArg(napi_env env, napi_value v, char *out) {
-  size_t len = 0;
-  return napi_get_value_string_utf8(env, v, out, 4097, &len) == napi_ok && len < 4095;
-}
-
-/* Starts a job; args: paths (storeFile: tmp, final; readInto: path), then the buffer. */
-static napi_value StartJob(napi_env env, napi_callback_info info, int store) {
-  size_t argc = 3;
-  napi_value args[3];
-  size_t want = store ? 3 : 2;
-  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < want) {
-    napi_throw_type_error(env, NULL, store ? "storeFile(tmp, final, data) needs three arguments" : "readInto(path, buffer) needs two arguments");
+/* readInto(path, buffer): Promise<number of bytes read>, at most buffer.length. */
+static napi_value ReadInto(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 2) {
+    napi_throw_type_error(env, NULL, "readInto(path, buffer) needs two arguments");
     return NULL;
   }
-  FileJob *j = calloc(1, sizeof *j);
+  ReadJob *j = calloc(1, sizeof *j);
   if (!j) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
-  j->store = store;
-  int ok = store ? PathArg(env, args[0], j->tmp) && PathArg(env, args[1], j->final) : PathArg(env, args[0], j->final);
+  size_t plen = 0;
+  int ok = napi_get_value_string_utf8(env, args[0], j->path, sizeof j->path, &plen) == napi_ok && plen < 4095;
   void *data = NULL;
   bool isBuffer = false;
-  napi_is_buffer(env, args[want - 1], &isBuffer);
-  if (!ok || !isBuffer || napi_get_buffer_info(env, args[want - 1], &data, &j->len) != napi_ok) {
+  napi_is_buffer(env, args[1], &isBuffer);
+  if (!ok || !isBuffer || napi_get_buffer_info(env, args[1], &data, &j->len) != napi_ok) {
     free(j);
-    napi_throw_type_error(env, NULL, "paths must be strings shorter than 4095 bytes and the data a Buffer");
+    napi_throw_type_error(env, NULL, "the path must be a string shorter than 4095 bytes and the buffer a Buffer");
     return NULL;
   }
   j->data = data;
   napi_value promise, name;
-  napi_create_reference(env, args[want - 1], 1, &j->buffer);
+  napi_create_reference(env, args[1], 1, &j->buffer);
   napi_create_promise(env, &j->deferred, &promise);
-  napi_create_string_utf8(env, store ? "storeFile" : "readInto", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, RunJob, FinishJob, j, &j->work);
+  napi_create_string_utf8(env, "readInto", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, RunRead, FinishRead, j, &j->work);
   napi_queue_async_work(env, j->work);
   return promise;
 }
-
-/* storeFile(tmp, final, data): Promise<number>; creates tmp (exclusive), writes, renames. */
-static napi_value StoreFile(napi_env env, napi_callback_info info) { return StartJob(env, info, 1); }
-/* readInto(path, buffer): Promise<number of bytes read>, at most buffer.length. */
-static napi_value ReadInto(napi_env env, napi_callback_info info) { return StartJob(env, info, 0); }
 
 /* lstatMany: the lstat of many paths in one thread-pool job. */
 #define LSTAT_FIELDS 9 /* mode, size, mtimeNs, ctimeNs, ino, dev, nlink, uid, gid; mode 0: failed */
@@ -266,16 +269,122 @@ static napi_value LstatMany(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* storeMany: many files stored as storeFile does, in one thread-pool job. */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref datas; /* the array of Buffers: keeps them alive while the job runs */
+  StoreItem *items;
+  size_t count;
+} StoreManyJob;
+
+static void RunStoreMany(napi_env env, void *arg) {
+  StoreManyJob *j = arg;
+  for (size_t i = 0; i < j->count; i++) StoreOne(&j->items[i]);
+}
+
+static void FreeStoreMany(napi_env env, StoreManyJob *j) {
+  for (size_t i = 0; i < j->count; i++) {
+    free(j->items[i].tmp);
+    free(j->items[i].final);
+  }
+  free(j->items);
+  if (j->datas) napi_delete_reference(env, j->datas);
+  free(j);
+}
+
+/* Resolves with an array: null for each stored file, an Error (with code) for each failed one. */
+static void FinishStoreMany(napi_env env, napi_status status, void *arg) {
+  StoreManyJob *j = arg;
+  napi_value out, nul;
+  napi_create_array_with_length(env, j->count, &out);
+  napi_get_null(env, &nul);
+  for (size_t i = 0; i < j->count; i++) {
+    StoreItem *it = &j->items[i];
+    napi_value v = nul;
+    if (it->err) {
+      char msg[4400];
+      snprintf(msg, sizeof msg, "%s %s: %s", it->call, it->tmp, strerror(it->err));
+      napi_value code, text;
+      napi_create_string_utf8(env, ErrCode(it->err), NAPI_AUTO_LENGTH, &code);
+      napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+      napi_create_error(env, code, text, &v);
+    }
+    napi_set_element(env, out, (uint32_t)i, v);
+  }
+  napi_resolve_deferred(env, j->deferred, out);
+  napi_delete_async_work(env, j->work);
+  FreeStoreMany(env, j);
+}
+
+static char *StringArg(napi_env env, napi_value v) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || len >= 4095) return NULL;
+  char *out = malloc(len + 1);
+  if (out) napi_get_value_string_utf8(env, v, out, len + 1, &len);
+  return out;
+}
+
+/* storeMany(tmps: string[], finals: string[], datas: Buffer[]): Promise<Array<Error | null>> */
+static napi_value StoreMany(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value args[3];
+  bool a0 = false, a1 = false, a2 = false;
+  uint32_t n0 = 0, n1 = 0, n2 = 0;
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 3 ||
+      napi_is_array(env, args[0], &a0) != napi_ok || napi_is_array(env, args[1], &a1) != napi_ok ||
+      napi_is_array(env, args[2], &a2) != napi_ok || !a0 || !a1 || !a2 ||
+      napi_get_array_length(env, args[0], &n0) != napi_ok || napi_get_array_length(env, args[1], &n1) != napi_ok ||
+      napi_get_array_length(env, args[2], &n2) != napi_ok || n0 != n1 || n1 != n2) {
+    napi_throw_type_error(env, NULL, "storeMany(tmps, finals, datas) needs three arrays of the same length");
+    return NULL;
+  }
+  StoreManyJob *j = calloc(1, sizeof *j);
+  StoreItem *items = calloc(n0 ? n0 : 1, sizeof *items);
+  if (!j || !items) {
+    free(j);
+    free(items);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  j->items = items;
+  for (uint32_t i = 0; i < n0; i++) {
+    napi_value t, f, d;
+    bool isBuffer = false;
+    void *data = NULL;
+    napi_get_element(env, args[0], i, &t);
+    napi_get_element(env, args[1], i, &f);
+    napi_get_element(env, args[2], i, &d);
+    j->count = i + 1;
+    items[i].tmp = StringArg(env, t);
+    items[i].final = StringArg(env, f);
+    napi_is_buffer(env, d, &isBuffer);
+    if (!items[i].tmp || !items[i].final || !isBuffer || napi_get_buffer_info(env, d, &data, &items[i].len) != napi_ok) {
+      FreeStoreMany(env, j);
+      napi_throw_type_error(env, NULL, "paths must be strings shorter than 4095 bytes and the data Buffers");
+      return NULL;
+    }
+    items[i].data = data;
+  }
+  napi_value promise, name;
+  napi_create_reference(env, args[2], 1, &j->datas);
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "storeMany", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, RunStoreMany, FinishStoreMany, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "utimens", NAPI_AUTO_LENGTH, Utimens, NULL, &fn);
   napi_set_named_property(env, exports, "utimens", fn);
-  napi_create_function(env, "storeFile", NAPI_AUTO_LENGTH, StoreFile, NULL, &fn);
-  napi_set_named_property(env, exports, "storeFile", fn);
   napi_create_function(env, "readInto", NAPI_AUTO_LENGTH, ReadInto, NULL, &fn);
   napi_set_named_property(env, exports, "readInto", fn);
   napi_create_function(env, "lstatMany", NAPI_AUTO_LENGTH, LstatMany, NULL, &fn);
   napi_set_named_property(env, exports, "lstatMany", fn);
+  napi_create_function(env, "storeMany", NAPI_AUTO_LENGTH, StoreMany, NULL, &fn);
+  napi_set_named_property(env, exports, "storeMany", fn);
   return exports;
 }
 

@@ -1,6 +1,6 @@
 /**
  * The in-project addon native/fsutil (built by scripts/build-native.sh): nanosecond file
- * times, and small files stored or read in one thread-pool job each. Everything that uses
+ * times, small files read in one thread-pool job each, and stored many to a job. Everything that uses
  * it has a plain-fs fallback, used when the addon is not built.
  */
 import { createRequire } from 'node:module';
@@ -11,8 +11,11 @@ import { fileURLToPath } from 'node:url';
 
 export interface FsutilAddon {
   utimens(path: string, mtimeNs: bigint, nofollow: boolean): void;
-  /** Creates `tmp` (exclusively, mode 0600), writes `data`, closes and renames it to `final`. */
-  storeFile(tmp: string, final: string, data: Buffer): Promise<number>;
+  /**
+   * For each i, in one thread-pool job: creates tmps[i] (exclusively, mode 0600), writes
+   * datas[i], closes and renames it to finals[i]. Null where that worked, else the error.
+   */
+  storeMany(tmps: readonly string[], finals: readonly string[], datas: readonly Buffer[]): Promise<Array<Error | null>>;
   /** Reads `path` (not following a final symlink) into `buf`; the bytes read, at most its length. */
   readInto(path: string, buf: Buffer): Promise<number>;
   /** The lstat of each path into `out`, 9 fields each (mode 0 where it failed). */
@@ -33,12 +36,50 @@ export function fsutilAddon(): FsutilAddon | null {
   return addon;
 }
 
+interface StoreRequest {
+  tmp: string;
+  final: string;
+  data: Buffer;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * Stores asked for in the same turn of the event loop go to the thread pool a few to a job:
+ * fewer hand-offs than one job per file, while several jobs still run side by side (the
+ * pool has 16 threads, see cli/threadpool.ts, and the context fetch runs 32 stores at once).
+ */
+const STORE_BATCH = 4;
+let stores: StoreRequest[] = [];
+let storesScheduled = false;
+
+function flushStores(a: FsutilAddon): void {
+  storesScheduled = false;
+  const batch = stores;
+  stores = [];
+  if (!batch.length) return;
+  a.storeMany(
+    batch.map((r) => r.tmp),
+    batch.map((r) => r.final),
+    batch.map((r) => r.data),
+  ).then(
+    (results) => batch.forEach((r, i) => (results[i] ? r.reject(results[i]!) : r.resolve())),
+    (err: Error) => batch.forEach((r) => r.reject(err)),
+  );
+}
+
 /** Writes `data` to a new `tmp` and renames it to `final`; on failure `tmp` is removed. */
 export async function storeWholeFile(tmp: string, final: string, data: Buffer): Promise<void> {
   const a = fsutilAddon();
   if (a) {
-    await a.storeFile(tmp, final, data);
-    return;
+    return new Promise<void>((resolve, reject) => {
+      stores.push({ tmp, final, data, resolve, reject });
+      if (stores.length >= STORE_BATCH) flushStores(a);
+      else if (!storesScheduled) {
+        storesScheduled = true;
+        setImmediate(() => flushStores(a));
+      }
+    });
   }
   try {
     await fsp.writeFile(tmp, data, { flag: 'wx', mode: 0o600 });

@@ -172,15 +172,25 @@ async function fetchContents(env: ManifestWalkEnv, missing: Array<[string, numbe
 }
 
 async function fetchBatch(env: ManifestWalkEnv, batch: Incoming[], signal: AbortSignal): Promise<void> {
+  // At most WRITERS commits at a time. The loop below awaits each spawn, so there is at most
+  // one waiter for a free slot (a Promise.race over all of them would add a reaction to
+  // every running commit on every file).
   const writes = new Set<Promise<void>>();
   let writeError: unknown;
+  let slotFree: (() => void) | undefined;
   const spawn = async (p: Promise<void>) => {
-    const q = p.catch((err) => {
-      writeError ??= err;
-    });
+    const q: Promise<void> = p
+      .catch((err) => {
+        writeError ??= err;
+      })
+      .then(() => {
+        writes.delete(q);
+        const wake = slotFree;
+        slotFree = undefined;
+        wake?.();
+      });
     writes.add(q);
-    void q.finally(() => writes.delete(q));
-    if (writes.size >= WRITERS) await Promise.race(writes);
+    while (writes.size >= WRITERS) await new Promise<void>((r) => (slotFree = r));
   };
   let i = 0;
   let cur: Incoming | undefined;

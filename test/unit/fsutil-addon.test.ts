@@ -52,6 +52,29 @@ describe('fsutil addon', () => {
     expect(await fsp.readFile(final, 'utf8')).toBe('stored');
   });
 
+  it('storeWholeFile calls made together are stored in batches, each with its own outcome', async () => {
+    const sub = path.join(dir, 'many');
+    await fsp.mkdir(sub);
+    await fsp.writeFile(path.join(sub, '7.tmp'), 'taken');
+    // Many batches, started in the same turn of the event loop.
+    const results = await Promise.allSettled(
+      Array.from({ length: 150 }, (_, i) => storeWholeFile(path.join(sub, `${i}.tmp`), path.join(sub, `${i}`), Buffer.from(`content ${i}`))),
+    );
+    for (const [i, r] of results.entries()) {
+      if (i === 7) {
+        expect(r.status).toBe('rejected');
+        expect((r as PromiseRejectedResult).reason).toMatchObject({ code: 'EEXIST', message: expect.stringContaining('7.tmp') });
+        expect(fs.existsSync(path.join(sub, '7'))).toBe(false);
+        continue;
+      }
+      expect(r.status, String(i)).toBe('fulfilled');
+      expect(await fsp.readFile(path.join(sub, `${i}`), 'utf8')).toBe(`content ${i}`);
+    }
+    expect((await fsp.readdir(sub)).filter((n) => n.endsWith('.tmp'))).toEqual(['7.tmp']);
+    const missingDir = path.join(dir, 'no-such-dir');
+    await expect(storeWholeFile(path.join(missingDir, 'a.tmp'), path.join(missingDir, 'a'), Buffer.from('x'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
   it('readWholeFile reads exactly the expected size, and refuses a file that grew, shrank or is a link', async () => {
     const f = path.join(dir, 'r');
     await fsp.writeFile(f, 'twelve bytes');
