@@ -7,7 +7,8 @@ import fsp from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseListenAddr, type ListenAddr } from '../shim/listen.js';
+import { dialTarget } from '../rpc/client.js';
+import { parseListenAddr } from '../shim/listen.js';
 import { listenVsock } from '../shim/vsock.js';
 import { UsageError } from './usage.js';
 
@@ -15,12 +16,6 @@ export const proxyUsage = `usage: builder-shim proxy --listen ADDR --to ADDR
 
   --listen ADDR   unix:///path, tcp://host:port or vsock://:port (repeatable)
   --to ADDR       unix:///path or tcp://host:port, e.g. buildkitd's socket`;
-
-function dialTarget(addr: ListenAddr): () => net.Socket {
-  if (addr.kind === 'unix') return () => net.connect(addr.path);
-  if (addr.kind === 'tcp') return () => net.connect(addr.port, addr.host);
-  throw new UsageError('--to cannot be a vsock address here (this side never dials another CID)', proxyUsage);
-}
 
 /** Pipes one accepted connection to a fresh connection to the target, both ways. */
 export function relay(client: net.Socket, dial: () => net.Socket): void {
@@ -44,7 +39,13 @@ export async function proxy(argv: string[]): Promise<number> {
     return 0;
   }
   if (!values.to || !values.listen?.length) throw new UsageError('proxy needs --listen and --to', proxyUsage);
-  const dial = dialTarget(parseListenAddr(values.to));
+  if (values.to.startsWith('vsock:')) throw new UsageError('--to cannot be a vsock address here (this side never dials another CID)', proxyUsage);
+  let dial: () => net.Socket;
+  try {
+    dial = dialTarget(values.to);
+  } catch (err) {
+    throw new UsageError(`invalid --to: ${(err as Error).message}`, proxyUsage);
+  }
   const closers: Array<() => void> = [];
   const sockets: string[] = [];
   for (const raw of values.listen) {

@@ -145,4 +145,15 @@ describe('passthrough proxy', () => {
     }
     await expect(fsp.stat(sock)).rejects.toThrow();
   });
+
+  it('refuses a --to it cannot dial with a usage error', async () => {
+    for (const [to, msg] of [
+      ['vsock://:8088', /--to cannot be a vsock address/],
+      ['nonsense', /invalid --to: cannot dial "nonsense"/],
+    ] as const) {
+      const res = await runCli(['proxy', '--listen', `unix://${path.join(work, 'never.sock')}`, '--to', to]);
+      expect(res.code, to).toBe(2);
+      expect(res.stderr, to).toMatch(msg);
+    }
+  });
 });
