@@ -28,9 +28,12 @@ import { requireBinary } from '../harness/deps.js';
 import { execFileP } from '../harness/proc.js';
 import { freePort, startRegistry, type Registry } from '../harness/registry.js';
 import { seedMultiArch, type MultiArchSeed } from '../harness/seed.js';
+import { runCli } from '../harness/cli.js';
+import { startShim } from '../harness/shim.js';
 
 const registryHost = inject('registryHost');
 const busyboxRef = inject('busyboxRef');
+const buildkitAddr = inject('buildkitAddr');
 const UA = 'builder-shim/0.0.0-test';
 const native = formatPlatform(hostPlatform());
 
@@ -748,5 +751,41 @@ describe('ImageStore: layers downloading in the background', () => {
     expect(again.source).toBe('registry');
     await again.done;
     await store.verifyBlob(layer.digest);
+  });
+});
+
+describe('builder-shim build while base-image layers download in the background', () => {
+  it('a build that did not need a layer succeeds, then warns that the layer could not be stored, and tags nothing', async () => {
+    const shim = await startShim(buildkitAddr);
+    try {
+      const ctx = tmp('bg-ctx-');
+      writeFileSync(path.join(ctx, 'f'), 'x');
+      const build = (from: string, stateDir: string) => {
+        writeFileSync(path.join(ctx, 'Dockerfile'), `FROM ${from}\nCOPY f /f\n`);
+        return runCli(['build', '--builder', shim.addr, '--exports-dir', shim.exportsDir, '--state-dir', stateDir, '-q', '-o', `type=local,dest=${tmp('bg-out-')}`, ctx]);
+      };
+      // buildkitd gets busybox's layer from a first build, so the second one does not read it.
+      const firstState = tmp('bg-state-');
+      const first = await build(ownBusybox, firstState);
+      expect(first.code, first.stderr).toBe(0);
+      expect(first.stderr).not.toContain('warning');
+      // (the listing shows an image whose layers were all stored)
+      expect((await runCli(['images', '--state-dir', firstState])).stdout).toContain(`${own.host}/library/busybox`);
+      const c = client();
+      const top = await c.resolve(ownBusybox);
+      const layer = (JSON.parse(top.manifest.toString()) as ImageManifest).layers[0]!;
+      // Through a proxy that breaks the layer after its first 256 KiB, into an empty host store.
+      const proxy = await startProxy(own.host, { hold: { digest: layer.digest, after: 256 << 10, release: Promise.resolve('break') } });
+      const state = tmp('bg-state-');
+      const second = await build(`${proxy.host}/library/busybox:1`, state);
+      expect(second.code, second.stderr).toBe(0);
+      expect(second.stderr).toMatch(new RegExp(`warning: pulling ${proxy.host}/library/busybox:1: .*${layer.digest}`));
+      expect(proxy.requests.some((r) => r.method === 'GET' && r.url.endsWith(`/blobs/${layer.digest}`))).toBe(true);
+      const listed = await runCli(['images', '--state-dir', state]);
+      expect(listed.code, listed.stderr).toBe(0);
+      expect(listed.stdout).not.toContain(`${proxy.host}/library/busybox`);
+    } finally {
+      await shim.stop();
+    }
   });
 });
