@@ -26,6 +26,8 @@ function statKey(st: StatLike): StatKey {
 
 /** Files up to this size are read in one call and their bytes offered to `onSmall`. */
 const SMALL = 256 << 10;
+/** Read size for hashing larger files. */
+const HASH_READ = 2 << 20;
 
 export async function digestFile(abs: string, size: bigint, onSmall?: (digest: string, data: Buffer) => void): Promise<string> {
   if (size <= BigInt(SMALL)) {
@@ -40,11 +42,17 @@ export async function digestFile(abs: string, size: bigint, onSmall?: (digest: s
   const h = createHash('sha256');
   const fh = await fsp.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   try {
-    const buf = Buffer.allocUnsafe(1 << 20);
+    // Two buffers: the next read runs in the thread pool while this one is hashed.
+    const bufs = [Buffer.allocUnsafe(HASH_READ), Buffer.allocUnsafe(HASH_READ)] as const;
+    let i = 0;
+    let reading = fh.read(bufs[0], 0, HASH_READ, null);
     for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      const { bytesRead } = await reading;
       if (!bytesRead) break;
-      h.update(buf.subarray(0, bytesRead));
+      const cur = bufs[i]!;
+      i ^= 1;
+      reading = fh.read(bufs[i]!, 0, HASH_READ, null);
+      h.update(cur.subarray(0, bytesRead));
     }
   } finally {
     await fh.close();

@@ -119,3 +119,26 @@ describe('shared encodings', () => {
     expect(decodeTerminalCommand('bm90IGpzb24')).toBeUndefined();
   });
 });
+
+describe('digestFile', () => {
+  it("is the file's sha256 at every size around its read boundaries, and reports small files' bytes", async () => {
+    const { createHash, randomBytes } = await import('node:crypto');
+    const { digestFile } = await import('../../src/host/context-state.js');
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'digest-file-'));
+    try {
+      const MiB = 1 << 20;
+      for (const size of [0, 1, (256 << 10) - 1, 256 << 10, (256 << 10) + 1, 2 * MiB - 1, 2 * MiB, 2 * MiB + 1, 4 * MiB, 5 * MiB + 7]) {
+        const data = randomBytes(size);
+        const f = path.join(dir, `f${size}`);
+        await fsp.writeFile(f, data);
+        const small: Buffer[] = [];
+        const got = await digestFile(f, BigInt(size), (_d, b) => small.push(b));
+        expect(got, `size ${size}`).toBe(createHash('sha256').update(data).digest('hex'));
+        expect(small.length, `size ${size}`).toBe(size <= 256 << 10 ? 1 : 0);
+      }
+      await expect(digestFile(path.join(dir, 'missing'), 10n << 20n)).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
