@@ -1,10 +1,10 @@
 /**
  * A minimal gRPC client for one call on its own HTTP/2 connection: the bulk path to
- * buildkitd (the BuildKit session tunnel), the host's PerformBuild and its Info probe. grpc-js serializes each message
- * into a fresh buffer and then copies it once more to frame it; here a message is written
- * as the pieces the caller has (a few header bytes, then the payload as it is), and the
- * receive windows are ours to set. Only what the session call needs: no compression, no
- * retries, status from trailers.
+ * buildkitd (the BuildKit session tunnel), the host's PerformBuild and its Info probe.
+ * grpc-js serializes each message into a fresh buffer and then copies it once more to frame
+ * it; here a message is written as the pieces the caller has (a few header bytes, then the
+ * payload as it is), and the receive windows are ours to set. Only what those calls need:
+ * no compression, no retries, status from trailers.
  */
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -150,7 +150,10 @@ export class RawBidiCall {
  * a ShimError carrying the call's status, or DEADLINE_EXCEEDED after `timeoutMs`.
  */
 export async function unaryCall(addr: string, path: string, request: Uint8Array, timeoutMs: number): Promise<Buffer> {
-  const call = new RawBidiCall(addr, path, [['grpc-timeout', `${Math.max(1, Math.ceil(timeoutMs))}m`]], { windowSize: 1 << 20 });
+  const ms = Math.max(1, Math.ceil(timeoutMs));
+  // gRPC allows at most 8 digits of a timeout value.
+  const timeout = ms <= 99_999_999 ? `${ms}m` : `${Math.min(99_999_999, Math.ceil(ms / 1000))}S`;
+  const call = new RawBidiCall(addr, path, [['grpc-timeout', timeout]], { windowSize: 1 << 20 });
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
