@@ -1,7 +1,7 @@
 /**
  * The in-project addon native/fsutil (built by scripts/build-native.sh): nanosecond file
- * times, small files read in one thread-pool job each, and stored many to a job. Everything that uses
- * it has a plain-fs fallback, used when the addon is not built.
+ * times, small files read in one thread-pool job each and stored a few to a job. Everything
+ * that uses it has a plain-fs fallback, used when the addon is not built.
  */
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
