@@ -372,11 +372,16 @@ export class ManifestServer {
     const bytes = left;
     let buf = Buffer.alloc(0);
     let used = 0;
+    // One message may still be sending while the next is read: the read overlaps the
+    // transfer instead of leaving the connection idle after each drain.
+    let sending: Promise<void> = Promise.resolve();
     const emit = async (complete: boolean) => {
       const data = buf.subarray(0, used);
       buf = Buffer.alloc(0);
       used = 0;
-      await send({ buildId, buildTransfer: { ...reply(req, { data, complete }), metadata } });
+      await sending;
+      sending = send({ buildId, buildTransfer: { ...reply(req, { data, complete }), metadata } });
+      sending.catch(() => {}); // awaited before the next message or at the end; a read failing first must not leave it unhandled
     };
     const room = async () => {
       if (used === buf.length) {
@@ -410,6 +415,7 @@ export class ManifestServer {
       }
     }
     await emit(true);
+    await sending;
     return { files: wanted.length, bytes };
   }
 }

@@ -101,6 +101,39 @@ describe('manifest Walk with the context listed ahead', () => {
   });
 });
 
+describe('manifest Fetch', () => {
+  it('sends the contents asked for in order, in several messages, the last one complete', async () => {
+    const { randomBytes, createHash } = await import('node:crypto');
+    const big = randomBytes((9 << 20) + 123); // more than two messages' worth
+    await fsp.writeFile(path.join(ctx, 'big'), big);
+    const server = new ManifestServer(ctx, path.join(top, 'state'));
+    await collect((send) => server.walk('B', req('Walk', { mode: 'manifest', ...encodeFollowPaths(['.']) }), send));
+    const d = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    const wanted = [d(big), d(Buffer.from('0123456789'))];
+    const replies = await collect((send) => server.fetch('B', { ...req('Fetch', { mode: 'manifest' }), data: Buffer.from(wanted.join('\n')) }, send));
+    expect(replies.length).toBeGreaterThan(2);
+    expect(replies.map((r) => r.complete)).toEqual([...replies.slice(1).map(() => false), true]);
+    expect(Buffer.concat(replies.map((r) => Buffer.from(r.data))).equals(Buffer.concat([big, Buffer.from('0123456789')]))).toBe(true);
+  });
+
+  it('fails with the send error when a message cannot be sent, and with a clear error when a file shrank', async () => {
+    const { randomBytes, createHash } = await import('node:crypto');
+    const big = randomBytes(9 << 20);
+    await fsp.writeFile(path.join(ctx, 'big'), big);
+    const server = new ManifestServer(ctx, path.join(top, 'state'));
+    await collect((send) => server.walk('B', req('Walk', { mode: 'manifest', ...encodeFollowPaths(['.']) }), send));
+    const fetchReq = { ...req('Fetch', { mode: 'manifest' }), data: Buffer.from(createHash('sha256').update(big).digest('hex')) };
+    let sent = 0;
+    await expect(
+      server.fetch('B', fetchReq, async () => {
+        if (sent++ === 0) throw new Error('connection gone');
+      }),
+    ).rejects.toThrow('connection gone');
+    await fsp.truncate(path.join(ctx, 'big'), 5 << 20);
+    await expect(server.fetch('B', fetchReq, async () => {})).rejects.toThrow('big shrank while it was being sent');
+  });
+});
+
 describe('shared encodings', () => {
   it('followpaths with commas survive through the json key; apple\'s key stays comma-joined', () => {
     const md = encodeFollowPaths(['a,b.txt', 'c']);
