@@ -295,8 +295,28 @@ export class FileStore {
     const kept = this.recent.get(digest);
     if (kept) return kept;
     const size = this.known.get(digest)?.size;
-    if (size !== undefined) return readWholeFile(this.pathOf(digest), size);
-    return fsp.readFile(this.pathOf(digest), { flag: fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW });
+    try {
+      if (size !== undefined) return await readWholeFile(this.pathOf(digest), size);
+      return await fsp.readFile(this.pathOf(digest), { flag: fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW });
+    } catch (err) {
+      throw await this.forgetDamaged(digest, err);
+    }
+  }
+
+  /**
+   * A stored file that is gone or has the wrong size (a crash before the data reached the
+   * disk, or someone changed the cache): the entry is dropped, so the next build fetches the
+   * content again instead of failing on it every time.
+   */
+  private async forgetDamaged(digest: string, err: unknown): Promise<ShimError> {
+    const k = this.known.get(digest);
+    if (k) {
+      this.known.delete(digest);
+      this.total -= k.size;
+    }
+    this.recent.delete(digest);
+    await fsp.rm(this.pathOf(digest), { force: true }).catch(() => {});
+    return new ShimError(Code.DATA_LOSS, 'store-damaged', `the context store's copy of ${digest} is damaged (${(err as Error).message}); it was removed, so the next build fetches it again`, { cause: err });
   }
 
   /** A stream of the content; follows the writer while the file is still arriving. */

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { applyDelta, diffManifests, encodeManifest, manifestHash, manifestTree, parseManifest, type ManifestRecord } from '../../src/fssync/manifest.js';
 import { FileStore } from '../../src/cache/file-store.js';
+import { Code, type ShimError } from '../../src/rpc/errors.js';
 import { GoMode } from '../../src/fssync/filemode.js';
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -144,7 +145,15 @@ describe('file store', () => {
       await fsp.appendFile(store.pathOf(d), 'x');
       const again = await openStore(root, 1 << 30);
       await fsp.writeFile(store.pathOf(d), 'tiny');
-      await expect(again.read(d)).rejects.toThrow(/has 4 bytes, expected/);
+      const err = await again.read(d).catch((e: unknown) => e);
+      expect((err as ShimError).code).toBe(Code.DATA_LOSS);
+      expect((err as Error).message).toMatch(new RegExp(`copy of ${d} is damaged \\(.*has 4 bytes, expected ${content.length + 1}\\); it was removed`));
+      // The entry is gone, so the next build fetches it again.
+      expect(await again.has(d)).toBe(false);
+      await expect(fsp.stat(store.pathOf(d))).rejects.toThrow(/ENOENT/);
+      const refill = again.begin(d, content.length)!;
+      await again.commit(refill, content);
+      expect((await again.read(d)).equals(content)).toBe(true);
     });
   });
 
