@@ -324,7 +324,16 @@ export class FileStore {
     if (digest === EMPTY_DIGEST) return Readable.from([]);
     const inc = this.incoming.get(digest);
     if (!inc) {
-      const fh = await fsp.open(this.pathOf(digest), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      let fh: fsp.FileHandle | undefined;
+      try {
+        fh = await fsp.open(this.pathOf(digest), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+        const size = this.known.get(digest)?.size;
+        const st = await fh.stat();
+        if (size !== undefined && st.size !== size) throw new Error(`${this.pathOf(digest)} has ${st.size} bytes, expected ${size}`);
+      } catch (err) {
+        await fh?.close().catch(() => {});
+        throw await this.forgetDamaged(digest, err);
+      }
       return fh.createReadStream({ highWaterMark: 1 << 20 });
     }
     const final = this.pathOf(digest);

@@ -151,6 +151,14 @@ describe('file store', () => {
       // The entry is gone, so the next build fetches it again.
       expect(await again.has(d)).toBe(false);
       await expect(fsp.stat(store.pathOf(d))).rejects.toThrow(/ENOENT/);
+      // The same for a stream of a (large) stored file.
+      await fsp.writeFile(store.pathOf(d), content);
+      const fourth = await openStore(root, 1 << 30);
+      await fsp.truncate(store.pathOf(d), 100);
+      const openErr = await fourth.open(d).catch((e: unknown) => e);
+      expect((openErr as ShimError).code).toBe(Code.DATA_LOSS);
+      expect((openErr as Error).message).toMatch(new RegExp(`copy of ${d} is damaged \\(.*has 100 bytes, expected ${content.length}\\)`));
+      expect(await fourth.has(d)).toBe(false);
       const refill = again.begin(d, content.length)!;
       await again.commit(refill, content);
       expect((await again.read(d)).equals(content)).toBe(true);
