@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -89,6 +90,26 @@ static const char *ErrCode(int err) {
   return err == ENOENT ? "ENOENT" : err == EEXIST ? "EEXIST" : err == ENOSPC ? "ENOSPC" : "EIO";
 }
 
+/* The Error for a failed system call: "<call> <path>: <strerror>", with Node's code. */
+static napi_value CallError(napi_env env, const char *call, const char *path, int errnum) {
+  char msg[4400];
+  snprintf(msg, sizeof msg, "%s %s: %s", call, path, strerror(errnum));
+  napi_value code, text, err;
+  napi_create_string_utf8(env, ErrCode(errnum), NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code, text, &err);
+  return err;
+}
+
+/* A copy of a JS string (malloc'd), or NULL when it is not one or has `max` bytes or more. */
+static char *StringArg(napi_env env, napi_value v, size_t max) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || len >= max) return NULL;
+  char *out = malloc(len + 1);
+  if (out) napi_get_value_string_utf8(env, v, out, len + 1, &len);
+  return out;
+}
+
 /* One readInto job, run on the libuv thread pool. */
 typedef struct {
   napi_async_work work;
@@ -121,13 +142,7 @@ static void RunRead(napi_env env, void *arg) {
 static void FinishRead(napi_env env, napi_status status, void *arg) {
   ReadJob *j = arg;
   if (j->err) {
-    char msg[4400];
-    snprintf(msg, sizeof msg, "%s %s: %s", j->call, j->path, strerror(j->err));
-    napi_value code, text, err;
-    napi_create_string_utf8(env, ErrCode(j->err), NAPI_AUTO_LENGTH, &code);
-    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-    napi_create_error(env, code, text, &err);
-    napi_reject_deferred(env, j->deferred, err);
+    napi_reject_deferred(env, j->deferred, CallError(env, j->call, j->path, j->err));
   } else {
     napi_value n;
     napi_create_double(env, (double)j->done, &n);
@@ -248,16 +263,14 @@ static napi_value LstatMany(napi_env env, napi_callback_info info) {
   j->fields = data;
   for (uint32_t i = 0; i < count; i++) {
     napi_value v;
-    size_t len = 0;
     napi_get_element(env, args[0], i, &v);
-    if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || !(paths[i] = malloc(len + 1))) {
+    if (!(paths[i] = StringArg(env, v, SIZE_MAX))) {
       for (uint32_t k = 0; k < i; k++) free(paths[k]);
       free(paths);
       free(j);
       napi_throw_type_error(env, NULL, "paths must be strings");
       return NULL;
     }
-    napi_get_value_string_utf8(env, v, paths[i], len + 1, &len);
     j->count = i + 1;
   }
   napi_value promise, name;
@@ -301,28 +314,11 @@ static void FinishStoreMany(napi_env env, napi_status status, void *arg) {
   napi_get_null(env, &nul);
   for (size_t i = 0; i < j->count; i++) {
     StoreItem *it = &j->items[i];
-    napi_value v = nul;
-    if (it->err) {
-      char msg[4400];
-      snprintf(msg, sizeof msg, "%s %s: %s", it->call, it->tmp, strerror(it->err));
-      napi_value code, text;
-      napi_create_string_utf8(env, ErrCode(it->err), NAPI_AUTO_LENGTH, &code);
-      napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-      napi_create_error(env, code, text, &v);
-    }
-    napi_set_element(env, out, (uint32_t)i, v);
+    napi_set_element(env, out, (uint32_t)i, it->err ? CallError(env, it->call, it->tmp, it->err) : nul);
   }
   napi_resolve_deferred(env, j->deferred, out);
   napi_delete_async_work(env, j->work);
   FreeStoreMany(env, j);
-}
-
-static char *StringArg(napi_env env, napi_value v) {
-  size_t len = 0;
-  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || len >= 4095) return NULL;
-  char *out = malloc(len + 1);
-  if (out) napi_get_value_string_utf8(env, v, out, len + 1, &len);
-  return out;
 }
 
 /* storeMany(tmps: string[], finals: string[], datas: Buffer[]): Promise<Array<Error | null>> */
@@ -356,8 +352,8 @@ static napi_value StoreMany(napi_env env, napi_callback_info info) {
     napi_get_element(env, args[1], i, &f);
     napi_get_element(env, args[2], i, &d);
     j->count = i + 1;
-    items[i].tmp = StringArg(env, t);
-    items[i].final = StringArg(env, f);
+    items[i].tmp = StringArg(env, t, 4095);
+    items[i].final = StringArg(env, f, 4095);
     napi_is_buffer(env, d, &isBuffer);
     if (!items[i].tmp || !items[i].final || !isBuffer || napi_get_buffer_info(env, d, &data, &items[i].len) != napi_ok) {
       FreeStoreMany(env, j);
