@@ -19,7 +19,7 @@ import { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { Code, ShimError } from '../rpc/errors.js';
 import { EMPTY_DIGEST } from '../fssync/manifest.js';
-import { readWholeFile, storeWholeFile } from '../fssync/fsutil-addon.js';
+import { WrongSizeError, readWholeFile, storeWholeFile } from '../fssync/fsutil-addon.js';
 
 const HEX = /^[0-9a-f]{64}$/;
 
@@ -306,9 +306,11 @@ export class FileStore {
   /**
    * A stored file that is gone or has the wrong size (a crash before the data reached the
    * disk, or someone changed the cache): the entry is dropped, so the next build fetches the
-   * content again instead of failing on it every time.
+   * content again instead of failing on it every time. Any other error (e.g. out of file
+   * descriptors) says nothing about the entry and is returned as it is.
    */
-  private async forgetDamaged(digest: string, err: unknown): Promise<ShimError> {
+  private async forgetDamaged(digest: string, err: unknown): Promise<unknown> {
+    if (!(err instanceof WrongSizeError) && (err as NodeJS.ErrnoException)?.code !== 'ENOENT') return err;
     const k = this.known.get(digest);
     if (k) {
       this.known.delete(digest);
@@ -329,7 +331,7 @@ export class FileStore {
         fh = await fsp.open(this.pathOf(digest), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
         const size = this.known.get(digest)?.size;
         const st = await fh.stat();
-        if (size !== undefined && st.size !== size) throw new Error(`${this.pathOf(digest)} has ${st.size} bytes, expected ${size}`);
+        if (size !== undefined && st.size !== size) throw new WrongSizeError(this.pathOf(digest), st.size, size);
       } catch (err) {
         await fh?.close().catch(() => {});
         throw await this.forgetDamaged(digest, err);

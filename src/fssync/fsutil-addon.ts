@@ -109,11 +109,19 @@ export async function readUpTo(file: string, limit: number): Promise<Buffer> {
   }
 }
 
-/** The whole content of `file`, which is expected to be `size` bytes; throws if it is not. */
+/** A file that does not have the size it is expected to have. */
+export class WrongSizeError extends Error {
+  constructor(file: string, got: string | number, expected: number) {
+    super(`${file} has ${got} bytes, expected ${expected}`);
+    this.name = 'WrongSizeError';
+  }
+}
+
+/** The whole content of `file`, which is expected to be `size` bytes; throws WrongSizeError if it is not. */
 export async function readWholeFile(file: string, size: number): Promise<Buffer> {
   // One byte more than expected shows a file that grew.
   const data = await readUpTo(file, size + 1);
-  if (data.length !== size) throw new Error(`${file} has ${data.length > size ? `more than ${size}` : data.length} bytes, expected ${size}`);
+  if (data.length !== size) throw new WrongSizeError(file, data.length > size ? `more than ${size}` : data.length, size);
   return data;
 }
 
