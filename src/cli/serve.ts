@@ -9,12 +9,13 @@ import { createLogger, type Level } from '../shim/log.js';
 import { reportEventLoop } from '../shim/event-loop.js';
 import { nativePlatform } from '../shim/platform.js';
 import { Metrics } from '../shim/metrics.js';
+import { ImageRelay } from '../shim/image-relay.js';
 import { UsageError } from './usage.js';
 import { parseSize } from './size.js';
 
 export const serveUsage = `usage: builder-shim serve --listen ADDR [--listen ADDR]... --buildkit-addr unix:///PATH
                           --exports-dir DIR --cache-dir DIR [--cache-max-size SIZE]
-                          [--log-level debug|info|warn|error]
+                          [--base-images relay|session] [--log-level debug|info|warn|error]
 
   --listen          where to serve the Builder API: unix:///path or tcp://host:port (repeatable)
   --buildkit-addr   buildkitd's address (default unix:///run/buildkit/buildkitd.sock)
@@ -25,6 +26,9 @@ export const serveUsage = `usage: builder-shim serve --listen ADDR [--listen ADD
   --debug-addr H:P  serve Prometheus metrics on http://H:P/metrics (off by default)
   --stop-with-pid P shut down when process P exits (entrypoint.sh: buildkitd as PID 1)
   --shutdown-grace S on SIGTERM, seconds to let running builds finish before cancelling them (default 30)
+  --base-images     how buildkitd reads base images from the host: "relay" (default with a unix://
+                    --buildkit-addr) serves them as a registry on 127.0.0.1, streamed; "session"
+                    (default otherwise) through the session's content store, each blob held whole first
   --cache-max-size  upper bound of the context cache (default 20G); least recently used entries go first
   --event-loop-report MS  every MS milliseconds, log the largest event-loop delay of that period (info, "event loop delay")`;
 
@@ -44,6 +48,7 @@ export async function serve(argv: string[]): Promise<number> {
       'stop-with-pid': { type: 'string' },
       'debug-addr': { type: 'string' },
       'event-loop-report': { type: 'string' },
+      'base-images': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -70,6 +75,9 @@ export async function serve(argv: string[]): Promise<number> {
   await cache.init();
   const buildkitAddr = values['buildkit-addr'];
   if (values.buildkitd && !buildkitAddr.startsWith('unix://')) throw new UsageError('--buildkitd needs a unix:// --buildkit-addr', serveUsage);
+  const baseImages = values['base-images'] ?? (buildkitAddr.startsWith('unix://') ? 'relay' : 'session');
+  if (baseImages !== 'relay' && baseImages !== 'session') throw new UsageError(`invalid --base-images ${JSON.stringify(baseImages)}: relay or session`, serveUsage);
+  const imageRelay = baseImages === 'relay' ? new ImageRelay(log.child({ component: 'image-relay' })) : undefined;
   // BuildKit's client (grpc-js) loads once the listener is up; a build waits for it.
   const backend = (async () => {
     const [{ connectBuildkit }, { BuildkitdSupervisor, externalBuildkit }] = await Promise.all([import('../shim/control.js'), import('../shim/buildkitd.js')]);
@@ -92,7 +100,7 @@ export async function serve(argv: string[]): Promise<number> {
     if (!m) throw new UsageError(`invalid --debug-addr ${values['debug-addr']}: host:port`, serveUsage);
     closeMetrics = await metrics.serve(m[1]!.replace(/^\[|\]$/g, ''), Number(m[2]));
   }
-  const buildsReady = registerBuilder(server, backend.then(({ control, buildkit }) => ({ control, buildkitAddr, buildkit, exportsDir, cache, defaultPlatform: nativePlatform(), log, metrics })));
+  const buildsReady = registerBuilder(server, backend.then(({ control, buildkit }) => ({ control, buildkitAddr, buildkit, exportsDir, cache, defaultPlatform: nativePlatform(), log, metrics, imageRelay })));
   for (const l of listens) await listenOn(server, l);
   log.info({ listen: values.listen, buildkit: buildkitAddr }, 'serving');
   void buildsReady.then(
@@ -131,6 +139,7 @@ export async function serve(argv: string[]): Promise<number> {
   await Promise.race([closing, new Promise((r) => setTimeout(r, 2_000).unref())]);
   const loaded = await backend.catch(() => undefined);
   await loaded?.supervisor?.stop();
+  await imageRelay?.close();
   closeMetrics?.();
   stopLoopReport();
   loaded?.control.close();

@@ -1,10 +1,13 @@
 /**
  * Base images are resolved through the host before solving, and handed to buildkitd's
- * dockerfile.v0 frontend as named contexts backed by the session's OCI store "container":
- * `context:<name>::<platform>=oci-layout://container@<digest>`, where <name> is the image
- * name as the frontend looks it up (Docker's familiar form without ":latest") and
- * <platform> containerd's normalised form. buildkitd then reads every blob through the
- * session content store, which asks the host; the builder never contacts a registry.
+ * dockerfile.v0 frontend as named contexts `context:<name>::<platform>=<source>`, where
+ * <name> is the image name as the frontend looks it up (Docker's familiar form without
+ * ":latest") and <platform> containerd's normalised form. <source> is either
+ * - `docker-image://127.0.0.1:<port>/<token>/<repository>@<digest>`: the shim's image
+ *   relay (image-relay.ts), a loopback registry that streams each blob from the host; or
+ * - `oci-layout://container@<digest>`: the session's OCI store "container" (apple's Go
+ *   shim's way), which asks the host for each read.
+ * Either way buildkitd's bytes come from the host; the builder never contacts a registry.
  */
 import { findImageRefs, type ImageRef } from '../dockerfile/refs.js';
 import { formatPlatform, formatPlatformAll, normalizePlatform, parsePlatform, type Platform } from '../dockerfile/platform.js';
@@ -40,6 +43,8 @@ export async function resolveBaseImages(
   opts: BuildOptions,
   buildPlatform: string,
   note: (line: string) => void,
+  /** The image relay's `127.0.0.1:<port>/<token>`; without it, the session store serves. */
+  relayPrefix?: string,
 ): Promise<BaseImagesResult> {
   let targetPlatforms: Platform[];
   try {
@@ -61,7 +66,9 @@ export async function resolveBaseImages(
       const platform = formatPlatform(normalizePlatform(r.platform));
       note(`[resolver] fetching image...${r.ref} (${platform})\n`);
       const resolved = await resolveOnHost(channel, r.ref, platform);
-      attrs[contextKey(r.ref, r.platform)] = `oci-layout://${OCI_STORE}@${resolved.digest}`;
+      attrs[contextKey(r.ref, r.platform)] = relayPrefix
+        ? `docker-image://${relayPrefix}/${parseReference(r.ref).path}@${resolved.digest}`
+        : `oci-layout://${OCI_STORE}@${resolved.digest}`;
     }
   };
   await Promise.all(Array.from({ length: Math.min(4, queue.length) }, worker));

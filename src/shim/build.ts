@@ -19,6 +19,7 @@ import { registerContent } from '../session/content.js';
 import { registerSecrets } from '../session/secrets.js';
 import { parseSshSpecs, registerSsh } from '../session/ssh.js';
 import { HostContent } from './host-images.js';
+import type { ImageRelay } from './image-relay.js';
 import { OCI_STORE, resolveBaseImages } from './base-images.js';
 import { memoryTree } from '../fssync/memory-tree.js';
 import { walkFromHost } from '../fssync/host-walk.js';
@@ -44,6 +45,8 @@ export interface BuildEnv {
   defaultPlatform: string;
   log: Logger;
   metrics?: Metrics;
+  /** Serves base images to buildkitd as a loopback registry; without it, the session store does. */
+  imageRelay?: ImageRelay;
 }
 
 export const DOCKERFILE_NAME = 'Dockerfile';
@@ -177,8 +180,9 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   };
 
   const sshAgents = parseSshSpecs(opts.ssh);
-  // Base-image blobs are held whole in the cache's temp dir while the build runs.
-  const content = new HostContent(channel, path.join(env.cache.dir, 'tmp'));
+  // The host's image store: streamed to buildkitd by the image relay, or (session store)
+  // each blob held whole in the cache's temp dir while the build runs.
+  const content = new HostContent(channel, path.join(env.cache.dir, 'tmp'), (digest, bytes, ms) => log.debug({ digest, bytes: Number(bytes), ms }, 'blob fetched'));
   const session = new BuildkitSession(env.buildkitAddr, {
     name: `builder-shim ${opts.buildId}`,
     // Stable per host context, so buildkitd keeps the last copy of the context and asks
@@ -205,8 +209,10 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   channel.broken.addEventListener('abort', onBroken, { once: true });
   session.start();
   let ok = false;
+  let relayed: { prefix: string; close: () => void } | undefined;
   try {
-    const images = await resolveBaseImages(channel, opts, env.defaultPlatform, (line) => pump.write(line));
+    relayed = await env.imageRelay?.register(content);
+    const images = await resolveBaseImages(channel, opts, env.defaultPlatform, (line) => pump.write(line), relayed?.prefix);
     for (const u of images.unresolved) log.info({ detail: u }, 'image reference left to buildkitd');
     const req = solveRequest(opts, session.id, ref);
     Object.assign(req.FrontendAttrs, images.attrs);
@@ -239,6 +245,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
     lost.removeEventListener('abort', onLost);
     channel.broken.removeEventListener('abort', onBroken);
     session.close();
+    relayed?.close();
     log.info({ ref, session: session.id, ok }, 'session closed');
     channel.close(new ShimError(Code.CANCELLED, 'build-over', 'build finished'));
     await content.close();

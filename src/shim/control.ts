@@ -61,3 +61,4 @@ export function listWorkers(control: ControlClient, timeoutMs: number): Promise<
     });
   });
 }
+

@@ -3,7 +3,9 @@
 // in the middle of a base-image blob; and a host that answers the resolver only after 60 s.
 // Each disconnect must cancel the solve in buildkitd (its build history shows it finished),
 // close the BuildKit session, leave nothing half-written in the shim's cache dir, and leave
-// the shim serving the next build.
+// the shim serving the next build. The mid-blob case runs for both ways buildkitd reads base
+// images: the image relay (buildkitd resumes the part it holds) and the session store
+// (buildkitd gets no byte before the whole blob is checked).
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -57,8 +59,8 @@ interface LogLine {
   [k: string]: unknown;
 }
 
-function shimLines(): LogLine[] {
-  return shim.svc.all
+function shimLines(s: Shim = shim): LogLine[] {
+  return s.svc.all
     .toString()
     .split('\n')
     .filter((l) => l.startsWith('{'))
@@ -75,11 +77,11 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T 
   }
 }
 
-const logOf = (buildId: string, msg: string) => () => shimLines().find((l) => l.build === buildId && l.msg === msg);
+const logOf = (buildId: string, msg: string, s: Shim = shim) => () => shimLines(s).find((l) => l.build === buildId && l.msg === msg);
 
 /** The ref of the solve the shim started for `buildId` (from its "solve started" line). */
-async function solveRef(buildId: string): Promise<string> {
-  return (await waitFor(`"solve started" of ${buildId}`, logOf(buildId, 'solve started'))).ref!;
+async function solveRef(buildId: string, s: Shim = shim): Promise<string> {
+  return (await waitFor(`"solve started" of ${buildId}`, logOf(buildId, 'solve started', s))).ref!;
 }
 
 async function historyOf(ref: string) {
@@ -102,8 +104,8 @@ function processesRunning(argv: string[]): number[] {
 }
 
 /** Nothing half-written: no temp files, every context entry complete, every stored file matching its digest. */
-async function expectCacheClean() {
-  const dir = shim.cacheDir;
+async function expectCacheClean(s: Shim = shim) {
+  const dir = s.cacheDir;
   await waitFor('an empty cache tmp dir', async () => (await fsp.readdir(path.join(dir, 'tmp'))).length === 0 || undefined, 10_000);
   await waitFor('an empty file-store tmp dir', async () => (await fsp.readdir(path.join(dir, 'files', 'tmp'))).length === 0 || undefined, 10_000);
   for (const key of await fsp.readdir(path.join(dir, 'entries'))) {
@@ -120,8 +122,8 @@ async function expectCacheClean() {
 }
 
 /** The solve is no longer running in buildkitd and the shim closed the session. */
-async function expectSolveGone(buildId: string, ref: string) {
-  await waitFor(`"session closed" of ${buildId}`, logOf(buildId, 'session closed'));
+async function expectSolveGone(buildId: string, ref: string, s: Shim = shim) {
+  await waitFor(`"session closed" of ${buildId}`, logOf(buildId, 'session closed', s));
   await waitFor(`solve ${ref} finished in buildkitd`, async () => (await historyOf(ref)) === 'done' || undefined);
 }
 
@@ -275,20 +277,27 @@ describe('host faults', () => {
     await nextBuildWorks('after-solve');
   });
 
-  it('a host that disconnects in the middle of a base-image blob leaves nothing a later build reads', async () => {
-    const buildId = 'disc-blob';
-    const dockerfile = `FROM scratch\nCOPY --from=${bigImage} /big.bin /big.bin\n`;
+  /**
+   * The host goes away once buildkitd has some of a layer (`cutAt`: the first ReaderAt at or
+   * past that offset waits, then disconnects); a later build of the same image through
+   * `via` (the real host) must succeed with the exact content. Returns the later build's
+   * shim log lines.
+   */
+  async function midBlob(via: Shim, image: string, label: string, cutAt: number): Promise<LogLine[]> {
+    const buildId = `disc-blob-${label}`;
+    const dockerfile = `FROM scratch\nCOPY --from=${image} /big.bin /big.bin\n`;
     let cut = 0;
     const res = await fakeBuild({
-      addr: shim.addr,
+      addr: via.addr,
       buildId,
       dockerfile,
       onWalk: tarWalks(),
       onImage: async (req, host) => {
         const offset = Number(req.metadata.offset ?? '0');
         if (process.env.FAKE_HOST_DEBUG) process.stderr.write(`image ${req.metadata.stage} ${req.metadata.method} ${req.tag || req.descriptor?.digest} ${offset} ${req.metadata.length}\n`);
-        if (req.metadata.method?.endsWith('/ReaderAt') && offset >= 5 << 20) {
-          // the layer is more than half served: the host goes away
+        if (req.metadata.method?.endsWith('/ReaderAt') && offset >= cutAt) {
+          // the earlier part of the layer has gone on meanwhile: the host goes away
+          await new Promise((r) => setTimeout(r, 500));
           cut++;
           host.disconnect();
           return;
@@ -298,17 +307,45 @@ describe('host faults', () => {
     });
     expect(res.code, res.details).toBe(status.CANCELLED);
     expect(cut).toBeGreaterThan(0);
-    await expectSolveGone(buildId, await solveRef(buildId));
-    await expectCacheClean();
+    await expectSolveGone(buildId, await solveRef(buildId, via), via);
+    await expectCacheClean(via);
     // a later build of the same image through the same shim and buildkitd
-    const ctx = path.join(work, 'ctx-blob');
+    const ctx = path.join(work, `ctx-blob-${label}`);
     await writeTree(ctx, [{ path: 'Dockerfile', content: dockerfile }]);
-    const out = path.join(work, 'out-blob');
-    const again = await runCli(['build', '--builder', shim.addr, '--exports-dir', shim.exportsDir, '--state-dir', path.join(work, 'state-blob'), '-o', `type=local,dest=${out}`, ctx]);
-    expect(again.code, `${again.stderr}\n${shim.logs().slice(-4000)}`).toBe(0);
+    const out = path.join(work, `out-blob-${label}`);
+    const linesBefore = via.svc.all.toString().length;
+    const again = await runCli(['build', '--builder', via.addr, '--exports-dir', via.exportsDir, '--state-dir', path.join(work, `state-blob-${label}`), '-o', `type=local,dest=${out}`, ctx]);
+    expect(again.code, `${again.stderr}\n${via.logs().slice(-4000)}`).toBe(0);
     // buildkitd checked the layer against its digest when it stored it
-    expect((await fsp.stat(path.join(out, 'big.bin'))).size).toBe(BIG_BYTES);
+    const got = await fsp.readFile(path.join(out, 'big.bin'));
+    expect(got.length).toBe(BIG_BYTES);
+    return via.svc.all
+      .toString()
+      .slice(linesBefore)
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as LogLine);
+  }
+
+  it('a host that disconnects in the middle of a base-image blob (image relay): a later build finishes the part buildkitd holds', async () => {
+    const later = await midBlob(shim, bigImage, 'relay', 4 << 20);
+    // buildkitd kept the 4 MiB it had and asked only for the rest
+    const layerReads = later.filter((l) => l.msg === 'image relay blob' && Number(l.size) > 1 << 20);
+    expect(layerReads.map((l) => l.start), JSON.stringify(later.filter((l) => String(l.msg).includes('relay')))).toEqual([expect.any(Number)]);
+    expect(layerReads[0]!.start).toBeGreaterThan(0);
     await nextBuildWorks('after-blob');
+  });
+
+  it('a host that disconnects in the middle of a base-image blob (session store): buildkitd got no byte of it, a later build succeeds', async () => {
+    const image = await seedBigLayer(registry, 'faults/big-session:1', BIG_BYTES);
+    const sessionShim = await startShim(buildkitAddr, ['--base-images', 'session']);
+    try {
+      const later = await midBlob(sessionShim, image, 'session', 5 << 20);
+      expect(later.filter((l) => l.msg === 'image relay blob')).toEqual([]);
+      expect(later.some((l) => l.msg === 'blob fetched')).toBe(true);
+    } finally {
+      await sessionShim.stop();
+    }
   });
 
   it('a host that answers the resolver only after 60 s: the session stays healthy, the event loop stays responsive, the build succeeds', async () => {

@@ -5,45 +5,9 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { TransferDirection, type ClientStream, type ServerStream } from '../../src/gen/com/apple/container/build/v1/builder.js';
 import { Code } from '../../src/rpc/errors.js';
-import type { ServerCall } from '../../src/rpc/server.js';
-import { AsyncQueue } from '../../src/shim/async-queue.js';
-import { HostChannel } from '../../src/shim/host-channel.js';
 import { HostContent, READ_CHUNK } from '../../src/shim/host-images.js';
-
-/** A host that serves `blob` for every ReaderAt, calling `tamper` on each reply first. */
-function hostFor(blob: Buffer, tamper: (data: Buffer, offset: number) => Buffer | 'disconnect' = (d) => d) {
-  const incoming = new AsyncQueue<ClientStream>(64);
-  const ac = new AbortController();
-  let reads = 0;
-  const call: ServerCall<ClientStream, ServerStream> = {
-    method: '/test',
-    metadata: new Map(),
-    signal: ac.signal,
-    messages: () => incoming,
-    send: async (msg) => {
-      const it = msg.imageTransfer!;
-      const reply = (data: Buffer, metadata: Record<string, string>) =>
-        void incoming.push({ buildId: msg.buildId, imageTransfer: { ...it, direction: TransferDirection.INTO, data, complete: true, metadata: { ...it.metadata, ...metadata } } });
-      if (it.metadata.method?.endsWith('/Info')) return reply(Buffer.alloc(0), { size: String(blob.length) });
-      reads++;
-      const offset = Number(it.metadata.offset);
-      const data = tamper(blob.subarray(offset, offset + Number(it.metadata.length)), offset);
-      if (data === 'disconnect') {
-        incoming.end();
-        ac.abort();
-        return;
-      }
-      reply(data, {});
-    },
-    sendRaw: async () => {},
-    sendParts: async () => {},
-  };
-  const channel = new HostChannel(call);
-  void channel.run();
-  return { channel, reads: () => reads };
-}
+import { hostFor } from '../harness/content-host.js';
 
 async function readAll(content: HostContent, digest: string, offset: bigint, length: bigint): Promise<Buffer> {
   const parts: Buffer[] = [];
