@@ -30,7 +30,7 @@ import { TtyPrinter } from '../progress/tty.js';
 import { parseBuildOptions, type BuildOptions } from './build-options.js';
 import { HostChannel } from './host-channel.js';
 import { ProgressPump } from './progress-pump.js';
-import { callSolve, followStatus } from './control.js';
+import { callSolve, collectGarbage, followStatus } from './control.js';
 import type { Logger } from './log.js';
 import type { BuildkitHealth } from './buildkitd.js';
 import type { Metrics } from './metrics.js';
@@ -231,7 +231,16 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
       }
       if (lost.aborted) throw lost.reason;
       if (channel.broken.aborted) throw channel.broken.reason;
-      throw new ShimError(st.code === Code.OK ? Code.UNKNOWN : st.code, 'solve', `failed to solve: ${st.message}`, { cause: err });
+      let healed = '';
+      if (st.message.includes('unexpected commit digest')) {
+        // buildkitd keeps a blob whose bytes failed their digest and fails every later
+        // build on it; a garbage collection drops it.
+        healed = await collectGarbage(env.control, 30_000).then(
+          () => ' (buildkitd dropped its copy that does not match, so the next build fetches it again)',
+          (gcErr: unknown) => (log.warn({ err: String(gcErr) }, 'garbage collection in buildkitd failed'), ''),
+        );
+      }
+      throw new ShimError(st.code === Code.OK ? Code.UNKNOWN : st.code, 'solve', `failed to solve: ${st.message}${healed}`, { cause: err });
     } finally {
       await Promise.race([status, new Promise((r) => setTimeout(r, 3000).unref())]);
       abort.abort();

@@ -62,3 +62,19 @@ export function listWorkers(control: ControlClient, timeoutMs: number): Promise<
   });
 }
 
+/**
+ * Has buildkitd collect garbage in its content store (a prune whose filter matches no cache
+ * record: buildkitd's prune ends with a collection). That drops partial downloads no build
+ * holds, such as a blob whose bytes failed their digest, which buildkitd would otherwise
+ * try to commit again on every later build ("unexpected commit digest").
+ */
+export function collectGarbage(control: ControlClient, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const call = control.prune({ filter: ['id==builder-shim-collects-garbage-only'], all: false, keepDuration: 0n, reservedSpace: 0n, maxUsedSpace: 0n, minFreeSpace: 0n }, new Metadata(), {
+      deadline: Date.now() + timeoutMs,
+    });
+    call.on('data', () => {});
+    call.on('error', reject);
+    call.on('end', () => resolve());
+  });
+}

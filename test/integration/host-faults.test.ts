@@ -336,6 +336,43 @@ describe('host faults', () => {
     await nextBuildWorks('after-blob');
   });
 
+  it('a host that sends a layer whose bytes do not match its digest (image relay): the build fails naming it, buildkitd drops its bad copy, the next build succeeds', async () => {
+    const image = await seedBigLayer(registry, 'faults/big-bad:1', BIG_BYTES);
+    const dockerfile = `FROM scratch\nCOPY --from=${image} /big.bin /big.bin\n`;
+    let tampered = 0;
+    const res = await fakeBuild({
+      addr: shim.addr,
+      buildId: 'bad-bytes',
+      dockerfile,
+      onWalk: tarWalks(),
+      onImage: async (req, host) => {
+        if (req.metadata.method?.endsWith('/ReaderAt') && Number(req.metadata.offset ?? '0') === 4 << 20) {
+          tampered++;
+          await images.answer(host.id, req, async (msg) => {
+            const it = msg.imageTransfer!;
+            if (it.data.length) it.data = Buffer.from(it.data).fill(7, 0, 1);
+            await host.send(msg);
+          });
+          return;
+        }
+        await answerImage(req, host);
+      },
+    });
+    expect(tampered).toBe(1);
+    expect(res.code).toBe(status.UNKNOWN);
+    expect(res.details).toMatch(/unexpected commit digest sha256:[0-9a-f]{64}, expected sha256:[0-9a-f]{64}/);
+    expect(res.details).toContain('buildkitd dropped its copy that does not match, so the next build fetches it again');
+    await expectSolveGone('bad-bytes', await solveRef('bad-bytes'));
+    // the same image again, from an honest host: before the collection, every later build
+    // failed with the same "unexpected commit digest"
+    const ctx = path.join(work, 'ctx-bad');
+    await writeTree(ctx, [{ path: 'Dockerfile', content: dockerfile }]);
+    const out = path.join(work, 'out-bad');
+    const again = await runCli(['build', '--builder', shim.addr, '--exports-dir', shim.exportsDir, '--state-dir', path.join(work, 'state-bad'), '-o', `type=local,dest=${out}`, ctx]);
+    expect(again.code, `${again.stderr}\n${shim.logs().slice(-4000)}`).toBe(0);
+    expect((await fsp.stat(path.join(out, 'big.bin'))).size).toBe(BIG_BYTES);
+  });
+
   it('a host that disconnects in the middle of a base-image blob (session store): buildkitd got no byte of it, a later build succeeds', async () => {
     const image = await seedBigLayer(registry, 'faults/big-session:1', BIG_BYTES);
     const sessionShim = await startShim(buildkitAddr, ['--base-images', 'session']);
