@@ -43,8 +43,8 @@ export async function resolveBaseImages(
   opts: BuildOptions,
   buildPlatform: string,
   note: (line: string) => void,
-  /** The image relay's `127.0.0.1:<port>/<token>`; without it, the session store serves. */
-  relayPrefix?: string,
+  /** The image relay's `127.0.0.1:<port>/<token>`, asked for once an image needs it; without it, the session store serves. */
+  relayPrefix?: () => Promise<string>,
 ): Promise<BaseImagesResult> {
   let targetPlatforms: Platform[];
   try {
@@ -67,7 +67,7 @@ export async function resolveBaseImages(
       note(`[resolver] fetching image...${r.ref} (${platform})\n`);
       const resolved = await resolveOnHost(channel, r.ref, platform);
       attrs[contextKey(r.ref, r.platform)] = relayPrefix
-        ? `docker-image://${relayPrefix}/${parseReference(r.ref).path}@${resolved.digest}`
+        ? `docker-image://${await relayPrefix()}/${parseReference(r.ref).path}@${resolved.digest}`
         : `oci-layout://${OCI_STORE}@${resolved.digest}`;
     }
   };

@@ -209,10 +209,12 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
   channel.broken.addEventListener('abort', onBroken, { once: true });
   session.start();
   let ok = false;
-  let relayed: { prefix: string; close: () => void } | undefined;
+  // The image relay opens (a port, for this build) only once an image needs it.
+  let relayed: Promise<{ prefix: string; close: () => void }> | undefined;
+  const relay = env.imageRelay;
+  const relayPrefix = relay ? async () => (await (relayed ??= relay.register(content))).prefix : undefined;
   try {
-    relayed = await env.imageRelay?.register(content);
-    const images = await resolveBaseImages(channel, opts, env.defaultPlatform, (line) => pump.write(line), relayed?.prefix);
+    const images = await resolveBaseImages(channel, opts, env.defaultPlatform, (line) => pump.write(line), relayPrefix);
     for (const u of images.unresolved) log.info({ detail: u }, 'image reference left to buildkitd');
     const req = solveRequest(opts, session.id, ref);
     Object.assign(req.FrontendAttrs, images.attrs);
@@ -254,7 +256,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
     lost.removeEventListener('abort', onLost);
     channel.broken.removeEventListener('abort', onBroken);
     session.close();
-    relayed?.close();
+    void relayed?.then((r) => r.close(), () => {});
     log.info({ ref, session: session.id, ok }, 'session closed');
     channel.close(new ShimError(Code.CANCELLED, 'build-over', 'build finished'));
     await content.close();

@@ -23,6 +23,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Code, ShimError } from '../rpc/errors.js';
 import type { HostContent } from './host-images.js';
 import type { Logger } from './log.js';
 
@@ -73,6 +74,22 @@ export function parseRange(header: string | undefined, size: bigint): [bigint, b
   return [start, (last < size ? last : size - 1n) + 1n];
 }
 
+/** Resolves once `res` can take more, is gone, or `signal` fires. */
+function drained(res: http.ServerResponse, signal: AbortSignal): Promise<void> {
+  if (res.destroyed || signal.aborted) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
 interface Registered {
   source: RelaySource;
   /** Aborted when the build ends: its streams stop. */
@@ -104,7 +121,7 @@ export class ImageRelay {
       port = await this.listen();
     } catch (err) {
       this.builds.delete(token);
-      throw err;
+      throw new ShimError(Code.UNAVAILABLE, 'relay-listen', `the shim could not open its image relay on 127.0.0.1: ${(err as Error).message}`);
     }
     return {
       prefix: `127.0.0.1:${port}/${token}`,
@@ -241,16 +258,10 @@ export class ImageRelay {
     res.writeHead(range ? 206 : 200, headers);
     for (let r = first; !r.done; r = await chunks.next()) {
       this.bytesServed += r.value.length;
-      if (!res.write(r.value)) {
-        await new Promise<void>((resolve) => {
-          const done = () => (res.off('drain', done), res.off('close', done), resolve());
-          res.on('drain', done);
-          res.on('close', done);
-        });
-        if (signal.aborted) {
-          await chunks.return?.(undefined);
-          return void res.destroy();
-        }
+      if (!res.write(r.value)) await drained(res, signal);
+      if (signal.aborted || res.destroyed) {
+        await chunks.return?.(undefined);
+        return void res.destroy();
       }
     }
     res.end();

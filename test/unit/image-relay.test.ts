@@ -177,6 +177,45 @@ describe('image relay', () => {
   });
 });
 
+describe('image relay and a reader that goes away', () => {
+  it('stops streaming from the host when buildkitd drops the connection mid-blob', async () => {
+    const relay2 = new ImageRelay();
+    let yielded = 0;
+    let finished = false;
+    const chunk = Buffer.alloc(1 << 20, 1);
+    const source = {
+      size: async () => BigInt(64 << 20),
+      stream: async function* () {
+        try {
+          for (let i = 0; i < 64; i++) {
+            yielded++;
+            yield chunk;
+          }
+        } finally {
+          finished = true;
+        }
+      },
+    };
+    const reg = await relay2.register(source);
+    const [hostPort, token] = reg.prefix.split('/') as [string, string];
+    await new Promise<void>((resolve, reject) => {
+      const req = http.get(`http://${hostPort}/v2/${token}/library/img/blobs/sha256:${'1'.repeat(64)}`, (res) => {
+        res.once('data', () => {
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', () => {});
+      setTimeout(() => reject(new Error('no data')), 5000);
+    });
+    for (let i = 0; i < 100 && !finished; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(finished).toBe(true);
+    expect(yielded).toBeLessThan(64);
+    reg.close();
+    await relay2.close();
+  });
+});
+
 describe('parseRange and manifestMediaType', () => {
   it('parses single byte ranges and refuses others', () => {
     expect(parseRange(undefined, 10n)).toBeUndefined();
