@@ -9,7 +9,6 @@ import { createLogger, type Level } from '../shim/log.js';
 import { reportEventLoop } from '../shim/event-loop.js';
 import { nativePlatform } from '../shim/platform.js';
 import { Metrics } from '../shim/metrics.js';
-import { ImageRelay } from '../shim/image-relay.js';
 import { UsageError } from './usage.js';
 import { parseSize } from './size.js';
 
@@ -77,15 +76,19 @@ export async function serve(argv: string[]): Promise<number> {
   if (values.buildkitd && !buildkitAddr.startsWith('unix://')) throw new UsageError('--buildkitd needs a unix:// --buildkit-addr', serveUsage);
   const baseImages = values['base-images'] ?? (buildkitAddr.startsWith('unix://') ? 'relay' : 'session');
   if (baseImages !== 'relay' && baseImages !== 'session') throw new UsageError(`invalid --base-images ${JSON.stringify(baseImages)}: relay or session`, serveUsage);
-  const imageRelay = baseImages === 'relay' ? new ImageRelay(log.child({ component: 'image-relay' })) : undefined;
   // BuildKit's client (grpc-js) loads once the listener is up; a build waits for it.
   const backend = (async () => {
-    const [{ connectBuildkit }, { BuildkitdSupervisor, externalBuildkit }] = await Promise.all([import('../shim/control.js'), import('../shim/buildkitd.js')]);
+    const [{ connectBuildkit }, { BuildkitdSupervisor, externalBuildkit }, { ImageRelay }] = await Promise.all([
+      import('../shim/control.js'),
+      import('../shim/buildkitd.js'),
+      import('../shim/image-relay.js'),
+    ]);
+    const imageRelay = baseImages === 'relay' ? new ImageRelay(log.child({ component: 'image-relay' })) : undefined;
     const control = connectBuildkit(buildkitAddr);
     const supervisor = values.buildkitd
       ? new BuildkitdSupervisor({ bin: values.buildkitd, args: values['buildkitd-arg'] ?? [], socketPath: buildkitAddr.slice('unix://'.length), control, log: log.child({ component: 'buildkitd' }) })
       : undefined;
-    return { control, supervisor, buildkit: supervisor ?? externalBuildkit(control, buildkitAddr) };
+    return { control, supervisor, buildkit: supervisor ?? externalBuildkit(control, buildkitAddr), imageRelay };
   })();
   const grace = Number(values['shutdown-grace']) * 1000;
   if (!Number.isFinite(grace) || grace < 0) throw new UsageError(`invalid --shutdown-grace ${values['shutdown-grace']}`, serveUsage);
@@ -100,7 +103,7 @@ export async function serve(argv: string[]): Promise<number> {
     if (!m) throw new UsageError(`invalid --debug-addr ${values['debug-addr']}: host:port`, serveUsage);
     closeMetrics = await metrics.serve(m[1]!.replace(/^\[|\]$/g, ''), Number(m[2]));
   }
-  const buildsReady = registerBuilder(server, backend.then(({ control, buildkit }) => ({ control, buildkitAddr, buildkit, exportsDir, cache, defaultPlatform: nativePlatform(), log, metrics, imageRelay })));
+  const buildsReady = registerBuilder(server, backend.then(({ control, buildkit, imageRelay }) => ({ control, buildkitAddr, buildkit, exportsDir, cache, defaultPlatform: nativePlatform(), log, metrics, imageRelay })));
   for (const l of listens) await listenOn(server, l);
   log.info({ listen: values.listen, buildkit: buildkitAddr }, 'serving');
   void buildsReady.then(
@@ -139,7 +142,7 @@ export async function serve(argv: string[]): Promise<number> {
   await Promise.race([closing, new Promise((r) => setTimeout(r, 2_000).unref())]);
   const loaded = await backend.catch(() => undefined);
   await loaded?.supervisor?.stop();
-  await imageRelay?.close();
+  await loaded?.imageRelay?.close();
   closeMetrics?.();
   stopLoopReport();
   loaded?.control.close();

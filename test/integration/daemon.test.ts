@@ -146,6 +146,12 @@ describe('passthrough proxy', () => {
     await expect(fsp.stat(sock)).rejects.toThrow();
   });
 
+  it('refuses an unknown --base-images with a usage error', async () => {
+    const res = await runCli(['serve', '--listen', `unix://${path.join(work, 'never.sock')}`, '--base-images', 'registry', '--exports-dir', path.join(work, 'x-exports'), '--cache-dir', path.join(work, 'x-cache')]);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/invalid --base-images "registry": relay or session/);
+  });
+
   it('refuses a --to it cannot dial with a usage error', async () => {
     for (const [to, msg] of [
       ['vsock://:8088', /--to cannot be a vsock address/],
