@@ -21,7 +21,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fsp, { type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
@@ -49,6 +49,7 @@ import {
   type ImageIndex,
   type ParsedManifest,
   type RegistryClient,
+  HashingStream,
   VerifyingStream,
 } from './registry.js';
 
@@ -260,29 +261,6 @@ async function withLockFile<T>(lockPath: string, fn: () => Promise<T>): Promise<
     return await fn();
   } finally {
     await fsp.rm(lockPath, { force: true });
-  }
-}
-
-/** Hashes what passes through; fails as soon as more than `size` bytes came. */
-class Hasher extends Transform {
-  readonly hash;
-  n = 0;
-  constructor(
-    alg: string,
-    private readonly size: number | undefined,
-    private readonly what: string,
-  ) {
-    super();
-    this.hash = createHash(alg);
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.n += chunk.length;
-    if (this.size !== undefined && this.n > this.size) {
-      cb(new StoreError('DIGEST_MISMATCH', `${this.what}: size mismatch, more than the ${this.size} bytes expected`));
-      return;
-    }
-    this.hash.update(chunk);
-    cb(null, chunk);
   }
 }
 
@@ -536,9 +514,9 @@ export class ImageStore {
         });
         // A registry stream verifies itself (failing before its end): hashing again is waste.
         const checked = src instanceof VerifyingStream && src.digest === expectedDigest && src.size === expectedSize;
-        const hasher = checked ? undefined : new Hasher(alg, expectedSize, what);
+        const hasher = checked ? undefined : new HashingStream(alg, expectedSize, (m) => new StoreError('DIGEST_MISMATCH', `${what}: ${m}`));
         await (hasher ? pipeline(src, hasher, sink) : pipeline(src, sink));
-        digest = hasher ? `${alg}:${hasher.hash.digest('hex')}` : expectedDigest!;
+        digest = hasher ? hasher.digestOf() : expectedDigest!;
         size = sink.total;
         if (expectedSize !== undefined && size !== expectedSize) {
           throw new StoreError('DIGEST_MISMATCH', `${what}: size mismatch, got ${size} bytes, expected ${expectedSize}`);

@@ -228,18 +228,18 @@ export function platformOfConfig(config: Buffer): Platform | undefined {
 // ---- verification while streaming ----
 
 /** Passes bytes through, failing at the end (or as soon as too many came) if digest or size differ. */
-export class VerifyingStream extends Transform {
+/** Hashes what passes through; fails as soon as more than `size` bytes came. */
+export class HashingStream extends Transform {
   private readonly hash: Hash;
-  private n = 0;
+  /** Bytes passed so far. */
+  n = 0;
   constructor(
-    readonly digest: string,
+    readonly algorithm: string,
     readonly size: number | undefined,
-    private readonly makeError: (msg: string) => Error = (m) => new Error(m),
+    protected readonly makeError: (msg: string) => Error = (m) => new Error(m),
   ) {
     super();
-    const p = digestProblem(digest);
-    if (p) throw new Error(`invalid digest ${digest}: ${p}`);
-    this.hash = createHash(digest.slice(0, digest.indexOf(':')));
+    this.hash = createHash(algorithm);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -252,12 +252,30 @@ export class VerifyingStream extends Transform {
     cb(null, chunk);
   }
 
+  /** `<algorithm>:<hex>` of everything passed (once, at the end). */
+  digestOf(): string {
+    return `${this.algorithm}:${this.hash.digest('hex')}`;
+  }
+}
+
+/** A HashingStream that fails at its end unless exactly `size` bytes with `digest` passed. */
+export class VerifyingStream extends HashingStream {
+  constructor(
+    readonly digest: string,
+    size: number | undefined,
+    makeError: (msg: string) => Error = (m) => new Error(m),
+  ) {
+    const p = digestProblem(digest);
+    if (p) throw new Error(`invalid digest ${digest}: ${p}`);
+    super(digest.slice(0, digest.indexOf(':')), size, makeError);
+  }
+
   override _flush(cb: TransformCallback): void {
     if (this.size !== undefined && this.n !== this.size) {
       cb(this.makeError(`size mismatch: got ${this.n} bytes, expected ${this.size}`));
       return;
     }
-    const got = `${this.digest.slice(0, this.digest.indexOf(':'))}:${this.hash.digest('hex')}`;
+    const got = this.digestOf();
     if (got !== this.digest) {
       cb(this.makeError(`digest mismatch: got ${got}, expected ${this.digest}`));
       return;

@@ -8,6 +8,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import tarStream from 'tar-stream';
@@ -651,6 +652,19 @@ describe('ImageStore', () => {
     await writeOciArchive(partial, multi.ref, partialTar);
     const err2 = await (await ImageStore.open(tmp('store-p2-'))).loadOciArchive(partialTar, ['rt:partial']).catch((e: unknown) => e);
     expect((err2 as Error).message).toMatch(/is incomplete: 1 blob\(s\) missing/);
+  });
+
+  it('checks a streamed blob against its size and digest, and keeps nothing of a wrong one', async () => {
+    const dir = tmp('store-stream-');
+    const s = await ImageStore.open(dir);
+    const data = Buffer.from('streamed blob content');
+    const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+    const chunks = () => Readable.from([data.subarray(0, 5), data.subarray(5)]);
+    await expect(s.putBlob(chunks(), digest, data.length - 1)).rejects.toThrow(`blob ${digest}: size mismatch: more than the ${data.length - 1} bytes expected`);
+    await expect(s.putBlob(chunks(), `sha256:${'4'.repeat(64)}`, data.length)).rejects.toThrow(/digest mismatch, got sha256:/);
+    expect(readdirSync(path.join(dir, 'ingest'))).toEqual([]);
+    expect(await s.putBlob(chunks(), digest, data.length)).toEqual({ digest, size: data.length });
+    expect(await s.readBlob(digest)).toEqual(data);
   });
 
   it('keeps index.json consistent under concurrent tagging and between instances', async () => {
