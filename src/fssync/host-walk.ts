@@ -17,6 +17,8 @@ export interface WalkRequest {
   dirName: string;
   followPaths: string[];
   includePatterns: string[];
+  /** Manifest mode: buildkitd's exclude patterns, applied by our host as well. */
+  excludePatterns?: string[];
   signal: AbortSignal;
 }
 

@@ -17,7 +17,7 @@ import type { FileStore, Incoming } from '../cache/file-store.js';
 import { ManifestStore } from '../cache/manifest-store.js';
 import { Code, ShimError, abortReason } from '../rpc/errors.js';
 import type { HostChannel } from '../shim/host-channel.js';
-import { encodeFollowPaths } from '../protocol/followpaths.js';
+import { EXCLUDE_PATTERNS_JSON, encodeFollowPaths } from '../protocol/followpaths.js';
 import { EMPTY_DIGEST, applyDelta, encodeManifest, manifestHash, parseManifest, type ManifestRecord } from './manifest.js';
 import { hostError, type WalkRequest } from './host-walk.js';
 
@@ -79,7 +79,8 @@ async function readManifest(env: ManifestWalkEnv, req: WalkRequest, base: string
   let replyBase = '';
   const parts: Buffer[] = [];
   let total = 0;
-  const md = meta({ method: 'Walk', 'dir-name': req.dirName, 'include-patterns': req.includePatterns.join(','), ...encodeFollowPaths(req.followPaths), base: base ?? '' });
+  const excludes: Record<string, string> = req.excludePatterns?.length ? { [EXCLUDE_PATTERNS_JSON]: JSON.stringify(req.excludePatterns) } : {};
+  const md = meta({ method: 'Walk', 'dir-name': req.dirName, 'include-patterns': req.includePatterns.join(','), ...encodeFollowPaths(req.followPaths), ...excludes, base: base ?? '' });
   for await (const chunk of exchange(env.channel, md, Buffer.alloc(0), 'Walk', (m) => {
     hash = m.hash ?? '';
     replyBase = m.base ?? '';
@@ -93,7 +94,7 @@ async function readManifest(env: ManifestWalkEnv, req: WalkRequest, base: string
 }
 
 export async function walkManifest(env: ManifestWalkEnv, req: WalkRequest): Promise<CacheEntry> {
-  const contextKey = ManifestStore.contextKey([env.contextPath, req.dirName, ...req.followPaths, '\0', ...req.includePatterns]);
+  const contextKey = ManifestStore.contextKey([env.contextPath, req.dirName, ...req.followPaths, '\0', ...req.includePatterns, '\0', ...(req.excludePatterns ?? [])]);
   const base = await env.manifests.last(contextKey);
   let got = await readManifest(env, req, base);
   let records: ManifestRecord[];

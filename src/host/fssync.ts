@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { TransferDirection, type BuildTransfer, type ClientStream } from '../gen/com/apple/container/build/v1/builder.js';
-import { decodeFollowPaths } from '../protocol/followpaths.js';
+import { decodeExcludePatterns, decodeFollowPaths } from '../protocol/followpaths.js';
+import { createFilter } from '../fssync/filter.js';
 import { ContextSelector, normalizePattern, selectContext, type ContextFile } from './context-select.js';
 import { ContextState } from './context-state.js';
 import { diffManifests, encodeManifest, manifestHash, type ManifestRecord } from '../fssync/manifest.js';
@@ -309,7 +310,10 @@ export class ManifestServer {
     const onlyAll = follow.length > 0 && follow.every((p) => normalizePattern(p) === 'all');
     const early = onlyAll ? this.early : undefined;
     if (early) this.early = undefined; // once: a later walk lists the context afresh
-    const files = (await early?.catch(() => undefined)) ?? (await selectContext(this.contextDir, follow));
+    const listed = (await early?.catch(() => undefined)) ?? (await selectContext(this.contextDir, follow));
+    // What .dockerignore excludes is neither hashed nor sent (the shim filters again, alike).
+    const excludes = decodeExcludePatterns(req.metadata);
+    const files = excludes.length ? [...createFilter<ContextFile>({ excludePatterns: excludes }).filterEntries(listed, (f) => ({ path: f.rel, isDir: f.type === 'dir' }))] : listed;
     const plan = planEntries(files);
     const digests = await state.digests(
       plan.filter((p) => p.entry.type === 'file').map((p) => p.f),

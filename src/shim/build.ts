@@ -168,6 +168,7 @@ export async function performBuild(env: BuildEnv, call: ServerCall<ClientStream,
         dirName: req.dirName,
         followPaths: req.followPaths.length ? req.followPaths : ['.'],
         includePatterns: req.includePatterns,
+        excludePatterns: req.excludePatterns,
         signal: req.signal,
       };
       const entry = opts.manifestTransfer

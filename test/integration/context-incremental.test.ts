@@ -1,6 +1,7 @@
 // The incremental context transfer on the real buildkitd: only what the shim lacks crosses
 // the Builder API (counted by the host), the result stays identical to buildctl's, and a
 // host whose content does not match its manifest fails the build cleanly.
+import { createHash } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -113,6 +114,33 @@ describe('incremental context transfer', () => {
     const again = await build(other, 'r2');
     expect(again.bytes).toBeLessThan(SIZE);
     expect(again.tree).toEqual(await buildctlTree(other, 'r2'));
+  });
+
+  it('what .dockerignore excludes is neither hashed nor sent by our host, and the result stays buildctl\'s', async () => {
+    const ctx = path.join(work, 'ctx-ignore');
+    const ignored = Array.from({ length: 100 }, (_, i) => ({ path: `ignored/deep/f${i}.bin`, content: content(i).repeat(2) }));
+    await writeTree(ctx, [
+      { path: 'Dockerfile', content: 'FROM scratch\nCOPY . /out/\n' },
+      { path: '.dockerignore', content: 'ignored/\n*.log\n!keep.log\n' },
+      { path: 'a.log', content: 'dropped' },
+      { path: 'keep.log', content: 'kept' },
+      { path: 'src/x.txt', content: 'x' },
+      ...ignored,
+    ]);
+    const state = path.join(work, 'state');
+    const res = await build(ctx, 'ignore');
+    // the manifest and the few kept files; not the 2 MB under ignored/
+    expect(res.bytes).toBeLessThan(100_000);
+    expect(res.tree).toEqual(await buildctlTree(ctx, 'ignore'));
+    expect(Object.keys(res.tree).some((p) => p.includes('ignored') || p.endsWith('a.log'))).toBe(false);
+    // the manifest the host sent (and hashed files for) lists only what is not excluded
+    const dir = path.join(state, 'contexts', createHash('sha256').update(path.resolve(ctx)).digest('hex'), 'manifests');
+    const manifests = await Promise.all((await fsp.readdir(dir)).map((n) => fsp.readFile(path.join(dir, n), 'utf8')));
+    // (one for the frontend's .dockerignore read, one for the context)
+    const paths = manifests.flatMap((m) => m.trim().split('\n').map((l) => (JSON.parse(l) as string[])[0]));
+    expect(paths).toContain('keep.log');
+    expect(paths).toContain('.dockerignore');
+    expect(paths.filter((p) => p!.startsWith('ignored') || p === 'a.log')).toEqual([]);
   });
 
   it('content that does not match the manifest fails the build, leaves nothing, and the next build works', async () => {

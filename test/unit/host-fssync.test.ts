@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TransferDirection, type BuildTransfer, type ClientStream } from '../../src/gen/com/apple/container/build/v1/builder.js';
 import { answerInfo, answerRead, answerWalk, answerWalkJson, ManifestServer } from '../../src/host/fssync.js';
 import { parseManifest } from '../../src/fssync/manifest.js';
-import { decodeFollowPaths, encodeFollowPaths } from '../../src/protocol/followpaths.js';
+import { EXCLUDE_PATTERNS_JSON, decodeExcludePatterns, decodeFollowPaths, encodeFollowPaths } from '../../src/protocol/followpaths.js';
 import { decodeTerminalCommand, encodeTerminalCommand } from '../../src/protocol/terminal.js';
 import { writeTree } from '../harness/tree.js';
 
@@ -98,6 +98,27 @@ describe('manifest Walk with the context listed ahead', () => {
     expect(first.paths).not.toContain('late.txt');
     // a later whole Walk lists the context again
     expect((await walk(server, ['.'])).paths).toContain('late.txt');
+  });
+});
+
+describe('manifest Walk with exclude patterns', () => {
+  const walk = (server: ManifestServer, md: Record<string, string>) =>
+    collect((send) => server.walk('B', req('Walk', { mode: 'manifest', ...encodeFollowPaths(['.']), ...md }), send));
+  const paths = (replies: BuildTransfer[]) => parseManifest(Buffer.concat(replies.map((r) => Buffer.from(r.data)))).map((r) => r.path);
+
+  it('lists neither what the patterns exclude nor, for an excluded directory, what is in it, keeping exceptions', async () => {
+    const server = new ManifestServer(ctx, path.join(top, 'state-x'));
+    expect(paths(await walk(server, { [EXCLUDE_PATTERNS_JSON]: JSON.stringify(['d', 'a.*']) }))).toEqual(['esc', 'link']);
+    expect(paths(await walk(server, { [EXCLUDE_PATTERNS_JSON]: JSON.stringify(['d', '!d/b']) }))).toEqual(['a.txt', 'd', 'd/b', 'esc', 'link']);
+    expect(paths(await walk(server, { [EXCLUDE_PATTERNS_JSON]: '[]' }))).toEqual(['a.txt', 'd', 'd/b', 'esc', 'link']);
+  });
+
+  it('refuses exclude patterns that are not a JSON array of strings', async () => {
+    const server = new ManifestServer(ctx, path.join(top, 'state-y'));
+    for (const bad of ['nope', '{"a":1}', '[1]']) {
+      await expect(walk(server, { [EXCLUDE_PATTERNS_JSON]: bad })).rejects.toThrow('exclude-patterns-json is not a JSON array of strings');
+    }
+    expect(decodeExcludePatterns({})).toEqual([]);
   });
 });
 
