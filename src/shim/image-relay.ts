@@ -101,8 +101,6 @@ export class ImageRelay {
   private server: http.Server | undefined;
   private listening: Promise<number> | undefined;
   private readonly builds = new Map<string, Registered>();
-  /** Bytes of blobs and manifests sent to buildkitd. */
-  bytesServed = 0;
 
   constructor(private readonly log?: Logger) {}
 
@@ -197,24 +195,24 @@ export class ImageRelay {
           : new RelayError(400, 'DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
       }
       const signal = AbortSignal.any([gone.signal, build.over.signal]);
-      if (kind === 'manifests') await this.manifest(build, digest, req, res, signal);
+      if (kind === 'manifests') await this.manifest(build, digest, req, res);
       else await this.blob(build, digest, req, res, signal);
     } catch (err) {
       this.fail(res, err, req);
     }
   }
 
-  private async manifest(build: Registered, digest: string, req: http.IncomingMessage, res: http.ServerResponse, signal: AbortSignal): Promise<void> {
+  private async manifest(build: Registered, digest: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     let p = build.manifests.get(digest);
     if (!p) {
-      p = this.fetchManifest(build.source, digest, signal);
+      // Shared by the build's requests for it: it stops only with the build.
+      p = this.fetchManifest(build.source, digest, build.over.signal);
       build.manifests.set(digest, p);
       p.catch(() => build.manifests.delete(digest));
     }
     const { body, mediaType } = await p;
     res.writeHead(200, { 'Content-Type': mediaType, 'Content-Length': body.length, 'Docker-Content-Digest': digest });
     if (req.method === 'HEAD') return void res.end();
-    this.bytesServed += body.length;
     res.end(body);
   }
 
@@ -257,7 +255,6 @@ export class ImageRelay {
     const first = await chunks.next();
     res.writeHead(range ? 206 : 200, headers);
     for (let r = first; !r.done; r = await chunks.next()) {
-      this.bytesServed += r.value.length;
       if (!res.write(r.value)) await drained(res, signal);
       if (signal.aborted || res.destroyed) {
         await chunks.return?.(undefined);
