@@ -169,6 +169,12 @@ export async function runHostBuild(opts: HostBuildOptions): Promise<HostBuildRes
     }
     const handlers = new Set<Promise<void>>();
     let handlerError: unknown;
+    // Walks and Fetches run side by side: each adds its bytes once done (`x += await y`
+    // would add to the value from before the await and lose the others').
+    const count = async (p: Promise<{ bytes: number }>) => {
+      const { bytes } = await p;
+      contextBytes += bytes;
+    };
     const handle = async (msg: ServerStream) => {
       if (msg.io) {
         if (opts.progress !== 'quiet') out(Buffer.from(msg.io.data));
@@ -179,18 +185,13 @@ export async function runHostBuild(opts: HostBuildOptions): Promise<HostBuildRes
       if (bt && bt.metadata.stage === 'fssync') {
         switch (bt.metadata.method) {
           case 'Walk':
-            if (bt.metadata.mode === 'manifest' && manifests) {
-              contextBytes += (await manifests.walk(msg.buildId, bt, send)).bytes;
-              return;
-            }
+            if (bt.metadata.mode === 'manifest' && manifests) return count(manifests.walk(msg.buildId, bt, send));
             // apple's host: any mode but "tar" means json
             if (bt.metadata.mode !== 'tar') return answerWalkJson(opts.contextDir, msg.buildId, bt, send);
-            contextBytes += (await answerWalk(opts.contextDir, msg.buildId, bt, send)).bytes;
-            return;
+            return count(answerWalk(opts.contextDir, msg.buildId, bt, send));
           case 'Fetch':
             if (!manifests) throw new Error('the shim sent Fetch, but this host did not offer the manifest transfer');
-            contextBytes += (await manifests.fetch(msg.buildId, bt, send)).bytes;
-            return;
+            return count(manifests.fetch(msg.buildId, bt, send));
           case 'Info':
             return answerInfo(opts.contextDir, msg.buildId, bt, send);
           case 'Read':
