@@ -65,6 +65,8 @@ function componentRegex(c: string): RegExp {
 }
 
 const maxLinkHops = 255;
+/** Directories scanned at the same time by a whole-tree listing. */
+const DIR_SCANS = 8;
 
 export class ContextSelector {
   private readonly chosen = new Map<string, ContextFile>();
@@ -133,20 +135,40 @@ export class ContextSelector {
     for (let i = 1; i < parts.length; i++) await this.add(parts.slice(0, i).join('/'));
   }
 
-  /** Adds a directory and everything below it, without following links. */
+  /** Directory scans (readdir and its entries' lstats) under way, and scans waiting for a turn. */
+  private scans = 0;
+  private readonly scanQueue: Array<() => void> = [];
+
+  private async scanDir(rel: string): Promise<{ children: string[]; stats: Array<StatLike | undefined> }> {
+    while (this.scans >= DIR_SCANS) await new Promise<void>((r) => this.scanQueue.push(r));
+    this.scans++;
+    try {
+      await this.checkDir(rel);
+      const dirents = await fsp.readdir(this.abs(rel), { withFileTypes: true });
+      const children = dirents.map((d) => (rel ? `${rel}/${d.name}` : d.name));
+      // A directory's entries in one go: one lstat at a time leaves the disk idle, and one
+      // thread-pool hand-off per file costs more than the lstat.
+      return { children, stats: await lstatMany(children.map((c) => this.abs(c))) };
+    } finally {
+      this.scans--;
+      this.scanQueue.shift()?.();
+    }
+  }
+
+  /**
+   * Adds a directory and everything below it, without following links. Sibling
+   * directories are scanned side by side (files() sorts the result into walk order).
+   */
   private async addTree(rel: string): Promise<void> {
     if (this.wholeTrees.has(rel)) return;
     this.wholeTrees.add(rel);
-    await this.checkDir(rel);
-    const dirents = await fsp.readdir(this.abs(rel), { withFileTypes: true });
-    const children = dirents.map((d) => (rel ? `${rel}/${d.name}` : d.name));
-    // A directory's entries in one go: one lstat at a time leaves the disk idle, and one
-    // thread-pool hand-off per file costs more than the lstat.
-    const stats = await lstatMany(children.map((c) => this.abs(c)));
+    const { children, stats } = await this.scanDir(rel);
+    const dirs: string[] = [];
     for (const [i, child] of children.entries()) {
       const f = stats[i] ? await this.add(child, stats[i]) : undefined;
-      if (f?.type === 'dir') await this.addTree(child);
+      if (f?.type === 'dir') dirs.push(child);
     }
+    await Promise.all(dirs.map((d) => this.addTree(d)));
   }
 
   /**
