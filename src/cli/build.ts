@@ -3,6 +3,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BuildFailed, probeBuilder, runHostBuild } from '../host/build-client.js';
+import { ManifestServer } from '../host/fssync.js';
 import type { HostOutput } from '../host/exports.js';
 import { ContextError } from '../host/context-select.js';
 import { parseCsvFields } from '../shim/csv.js';
@@ -204,6 +205,9 @@ export async function build(argv: string[]): Promise<number> {
   }
   const st = await fsp.stat(contextDir).catch(() => undefined);
   if (!st?.isDirectory()) throw new UsageError(`context dir ${JSON.stringify(contextDir)} does not exist or is not a directory`);
+  // Listing the context (and reading its stat cache) starts now, beside the rest of the set-up.
+  const manifests = transfer === 'manifest' ? new ManifestServer(contextDir, stateDir) : undefined;
+  void manifests?.prefetch();
   const df = await readDockerfile(values.file, contextDir);
   const outputs = (values.output ?? ['type=oci']).map(parseOutputFlag);
   const images = await HostImages.open({
@@ -242,7 +246,7 @@ export async function build(argv: string[]): Promise<number> {
       ssh: sshSpecs(values.ssh ?? []),
       cacheIn: values['cache-in'] ?? [],
       cacheOut: values['cache-out'] ?? [],
-      ...(transfer === 'manifest' ? { contextStateDir: stateDir } : {}),
+      ...(manifests ? { contextStateDir: stateDir, manifests } : {}),
       signal: abort.signal,
       images,
     });

@@ -43,6 +43,8 @@ export interface HostBuildOptions {
    * host offers only apple's tar mode.
    */
   contextStateDir?: string;
+  /** The incremental transfer's server for contextDir and contextStateDir, when the caller started its listing earlier (ManifestServer.prefetch). */
+  manifests?: ManifestServer;
   /** Where progress goes (stderr by default). */
   progressOut?: (data: Buffer) => void;
   signal?: AbortSignal;
@@ -129,8 +131,8 @@ export async function runHostBuild(opts: HostBuildOptions): Promise<HostBuildRes
   await fsp.mkdir(buildDir, { recursive: true });
   const out = opts.progressOut ?? ((d: Buffer) => process.stderr.write(d));
   let contextBytes = 0;
-  // Listing the context starts now, overlapping the build's set-up in the builder.
-  const manifests = opts.contextStateDir ? new ManifestServer(opts.contextDir, opts.contextStateDir) : undefined;
+  // Listing the context starts now (if the caller did not), overlapping the build's set-up in the builder.
+  const manifests = opts.contextStateDir ? (opts.manifests ?? new ManifestServer(opts.contextDir, opts.contextStateDir)) : undefined;
   void manifests?.prefetch();
   try {
     const { headers, streamed } = splitHeaders(buildHeaders(opts, buildId));
