@@ -8,8 +8,9 @@
  * - a pull can leave its layers downloading in the background (`layersInBackground`): until
  *   they are stored, `contentSize` answers their expected size and `openBlob` waits for the
  *   bytes asked for to be written and reads them from the ingest file. Those bytes are not
- *   verified yet (the reader verifies the whole blob, as the shim does); a download that fails
- *   fails every read still waiting on it and all later ones;
+ *   verified yet (the reader verifies the whole blob, as the shim and buildkitd do), but the
+ *   last byte is given out only once the whole blob matched its digest; a download that
+ *   fails fails every read still waiting on it and all later ones;
  * - index.json is rewritten atomically (temp file + rename) under a lock (in-process mutex and
  *   an index.json.lock file for other processes); one entry per name, annotated with
  *   org.opencontainers.image.ref.name and io.containerd.image.name = the canonical name
@@ -131,7 +132,7 @@ export interface FetchResult extends ImageConfig {
 interface Ingest {
   /** the size the manifest declares */
   size: number;
-  /** bytes written to `file` so far */
+  /** bytes written to `file` so far that readers may have (the last one only once the blob matched its digest) */
   written: number;
   /** the ingest file, once the download started */
   file?: string;
@@ -507,13 +508,23 @@ export class ImageStore {
       } else {
         const src = data instanceof Readable ? data : Readable.from(data);
         if (track) track.file = tmp;
-        const sink = new FileSink(tmp, (n) => {
-          if (!track) return;
-          track.written += n;
-          wakeAll(track);
-        });
         // A registry stream verifies itself (failing before its end): hashing again is waste.
         const checked = src instanceof VerifyingStream && src.digest === expectedDigest && src.size === expectedSize;
+        // Readers following the download get every byte but the last only once the whole
+        // blob matched its digest: a reader of the end never gets a blob that turns out wrong.
+        let verified = false;
+        const report = () => {
+          if (!track) return;
+          track.written = expectedSize && !verified ? Math.min(sink.total, expectedSize - 1) : sink.total;
+          wakeAll(track);
+        };
+        const sink = new FileSink(tmp, report);
+        if (checked && track) {
+          src.once('end', () => {
+            verified = true;
+            report();
+          });
+        }
         const hasher = checked ? undefined : new HashingStream(alg, expectedSize, (m) => new StoreError('DIGEST_MISMATCH', `${what}: ${m}`));
         await (hasher ? pipeline(src, hasher, sink) : pipeline(src, sink));
         digest = hasher ? hasher.digestOf() : expectedDigest!;
