@@ -14,7 +14,9 @@
  *
  * API served (distribution spec, pull side only): `GET /v2/`; `GET`/`HEAD`
  * `/v2/<token>/<name>/manifests/<digest>` (manifests are fetched whole, checked against
- * their digest and typed from their `mediaType`, or their shape); `GET`/`HEAD`
+ * their digest and typed from their `mediaType`, or their shape; checked ones are kept,
+ * 16 MiB of them, for later builds: buildkitd asks for an image's index on every build);
+ * `GET`/`HEAD`
  * `/v2/<token>/<name>/blobs/<digest>` with single `Range: bytes=a-[b]` requests. Errors
  * are answered in the registry's JSON form with a message naming the digest and the
  * reason (a host error's text included); a failure after the first byte of a blob aborts
@@ -23,6 +25,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { LRUCache } from 'lru-cache';
 import { Code, ShimError } from '../rpc/errors.js';
 import type { HostContent } from './host-images.js';
 import type { Logger } from './log.js';
@@ -32,6 +35,8 @@ export type RelaySource = Pick<HostContent, 'size' | 'stream'>;
 
 /** The longest manifest (or index) the relay serves; the distribution spec's limit. */
 export const MAX_MANIFEST = 4 << 20;
+/** Bytes of checked manifests kept across builds (buildkitd asks for an image's index on every build). */
+const MANIFEST_CACHE = 16 << 20;
 
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -101,6 +106,8 @@ export class ImageRelay {
   private server: http.Server | undefined;
   private listening: Promise<number> | undefined;
   private readonly builds = new Map<string, Registered>();
+  /** Manifests that matched their digest, by digest: the same bytes whichever build asks. */
+  private readonly checked = new LRUCache<string, { body: Buffer; mediaType: string }>({ maxSize: MANIFEST_CACHE, sizeCalculation: (m) => m.body.length + 1 });
 
   constructor(private readonly log?: Logger) {}
 
@@ -203,12 +210,16 @@ export class ImageRelay {
   }
 
   private async manifest(build: Registered, digest: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    let p = build.manifests.get(digest);
+    const known = this.checked.get(digest);
+    let p = build.manifests.get(digest) ?? (known && Promise.resolve(known));
     if (!p) {
       // Shared by the build's requests for it: it stops only with the build.
       p = this.fetchManifest(build.source, digest, build.over.signal);
       build.manifests.set(digest, p);
-      p.catch(() => build.manifests.delete(digest));
+      p.then(
+        (m) => this.checked.set(digest, m),
+        () => build.manifests.delete(digest),
+      );
     }
     const { body, mediaType } = await p;
     res.writeHead(200, { 'Content-Type': mediaType, 'Content-Length': body.length, 'Docker-Content-Digest': digest });

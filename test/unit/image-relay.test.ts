@@ -87,6 +87,21 @@ describe('image relay', () => {
     expect(h.body.length).toBe(0);
   });
 
+  it('keeps checked manifests across builds: a later build gets one without asking its host', async () => {
+    const first = await serve();
+    expect((await request(first.url(`manifests/${digestOf(index)}`))).body.equals(index)).toBe(true);
+    const readsBefore = first.host.reads();
+    expect(readsBefore).toBeGreaterThan(0);
+    const second = await serve();
+    const again = await request(second.url(`manifests/${digestOf(index)}`));
+    expect([again.status, again.headers['content-type']]).toEqual([200, 'application/vnd.oci.image.index.v1+json']);
+    expect(again.body.equals(index)).toBe(true);
+    expect(second.host.reads()).toBe(0);
+    // a blob is always streamed from the build's own host
+    await request(second.url(`blobs/${digestOf(layer)}`), { headers: { Range: 'bytes=0-9' } });
+    expect(second.host.reads()).toBe(1);
+  });
+
   it('streams a blob whole, and a range of it with 206 and Content-Range', async () => {
     const s = await serve();
     const d = digestOf(layer);
