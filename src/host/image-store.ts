@@ -27,6 +27,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
 import {
+  digestOf,
   digestProblem,
   formatPlatform,
   ImageReference,
@@ -499,7 +500,7 @@ export class ImageStore {
         if (expectedSize !== undefined && data.length !== expectedSize) {
           throw new StoreError('DIGEST_MISMATCH', `${what}: size mismatch, got ${data.length} bytes, expected ${expectedSize}`);
         }
-        digest = `${alg}:${createHash(alg).update(data).digest('hex')}`;
+        digest = digestOf(data, `${alg}:`);
         size = data.length;
         if (expectedDigest !== undefined && digest !== expectedDigest) {
           throw new StoreError('DIGEST_MISMATCH', `${what}: digest mismatch, got ${digest}`);

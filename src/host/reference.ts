@@ -11,6 +11,7 @@
  * (amd64 also takes 386, arm64 also takes arm/v8..v5, arm/v7 also takes v6, v5).
  */
 
+import { createHash } from 'node:crypto';
 import { defaultPlatform, normalizePlatform as normalizeContainerdPlatform } from '../dockerfile/platform.js';
 
 // ---- grammar (distribution/reference regexp.go) ----
@@ -369,4 +370,10 @@ export function platformRank(wanted: Platform, candidate: Platform): number {
 /** containerd's platforms.Only(wanted).Match(candidate). */
 export function platformMatches(wanted: Platform, candidate: Platform): boolean {
   return platformRank(wanted, candidate) >= 0;
+}
+
+/** sha256 (or the algorithm of `like`, e.g. "sha512:…") digest of `data`. */
+export function digestOf(data: Buffer | string, like = 'sha256:'): string {
+  const alg = like.slice(0, like.indexOf(':')) || 'sha256';
+  return `${alg}:${createHash(alg).update(data).digest('hex')}`;
 }

@@ -17,6 +17,7 @@ import type http from 'node:http';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { createAgents, httpRequest, NetworkError, readBody, readBodyForError, type Agents } from './http.js';
 import {
+  digestOf,
   digestProblem,
   formatPlatform,
   ImageReference,
@@ -91,11 +92,7 @@ export function isNonDistributable(d: Descriptor): boolean {
   return /\.foreign\.|nondistributable/.test(d.mediaType);
 }
 
-/** sha256 (or the algorithm of `like`, e.g. "sha512:…") digest of `data`. */
-export function digestOf(data: Buffer | string, like = 'sha256:'): string {
-  const alg = like.slice(0, like.indexOf(':')) || 'sha256';
-  return `${alg}:${createHash(alg).update(data).digest('hex')}`;
-}
+export { digestOf };
 
 /** Thrown for malformed manifests and indexes. */
 export class ManifestError extends Error {

@@ -22,10 +22,11 @@
  * reason (a host error's text included); a failure after the first byte of a blob aborts
  * the response, so buildkitd sees a short body, never wrong bytes it would keep.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { LRUCache } from 'lru-cache';
+import { digestOf } from '../host/reference.js';
 import { Code, ShimError } from '../rpc/errors.js';
 import type { HostContent } from './host-images.js';
 import type { Logger } from './log.js';
@@ -233,8 +234,7 @@ export class ImageRelay {
     const parts: Buffer[] = [];
     for await (const data of source.stream(digest, 0n, size, signal)) parts.push(data);
     const body = Buffer.concat(parts);
-    const [alg] = digest.split(':') as [string];
-    const got = `${alg}:${createHash(alg).update(body).digest('hex')}`;
+    const got = digestOf(body, digest);
     if (got !== digest) throw new RelayError(502, 'UNKNOWN', `the host sent content for ${digest} that has digest ${got}`);
     return { body, mediaType: manifestMediaType(body, digest) };
   }
