@@ -5,25 +5,12 @@ import { describe, expect, it } from 'vitest';
 import type { ClientStream, ServerStream } from '../../src/gen/com/apple/container/build/v1/builder.js';
 import { TransferDirection } from '../../src/gen/com/apple/container/build/v1/builder.js';
 import { Code, ShimError } from '../../src/rpc/errors.js';
-import type { ServerCall } from '../../src/rpc/server.js';
-import { AsyncQueue } from '../../src/shim/async-queue.js';
 import { HostChannel } from '../../src/shim/host-channel.js';
+import { fakeServerCall } from '../harness/server-call.js';
 
 function fakeCall() {
-  const incoming = new AsyncQueue<ClientStream>(64);
   const sent: ServerStream[] = [];
-  const controller = new AbortController();
-  const call: ServerCall<ClientStream, ServerStream> = {
-    method: '/com.apple.container.build.v1.Builder/PerformBuild',
-    metadata: new Map(),
-    signal: controller.signal,
-    messages: () => incoming,
-    send: async (m) => {
-      sent.push(m);
-    },
-    sendRaw: async () => {},
-    sendParts: async () => {},
-  };
+  const { call, incoming } = fakeServerCall((m) => void sent.push(m));
   return { call, incoming, sent };
 }
 
