@@ -5,7 +5,10 @@
  *
  * Content arrives through `begin()`: bytes are written to a temporary file, checked
  * against the digest at the end and only then renamed into place, so a crash or a wrong
- * byte never leaves a file that looks complete. While a file is still arriving it can
+ * byte never leaves a file that looks complete. The temporary file is made in the
+ * directory its content goes to (`sha256/<2 hex>/.tmp-…`): creating and renaming thousands
+ * of files in one directory, and renaming between directories (which the kernel serialises
+ * per file system), cost the 20 000-file context seconds of system time in lock contention. While a file is still arriving it can
  * already be read (`open()` follows the writer), so DiffCopy to buildkitd overlaps the
  * transfer from the host. Files that builds hold (`pin()`) are never removed; beyond
  * `maxBytes` the least recently used of the others go first.
@@ -22,6 +25,8 @@ import { EMPTY_DIGEST } from '../fssync/manifest.js';
 import { WrongSizeError, readWholeFile, storeWholeFile } from '../fssync/fsutil-addon.js';
 
 const HEX = /^[0-9a-f]{64}$/;
+/** How the names of temporary files begin (then a process's id, part of the digest, a count). */
+export const TMP_PREFIX = '.tmp-';
 
 /** A file being received. */
 export class Incoming {
@@ -160,7 +165,11 @@ interface Known {
 
 export class FileStore {
   private readonly root: string;
-  private readonly tmpDir: string;
+  /** Where an earlier version kept its temporary files; removed at start-up. */
+  private readonly oldTmpDir: string;
+  /** Names this process's temporary files, so the scan removes only an earlier process's. */
+  private readonly tmpPrefix = `${TMP_PREFIX}${randomUUID().slice(0, 8)}-`;
+  private tmpCount = 0;
   private readonly known = new Map<string, Known>();
   private readonly incoming = new Map<string, Incoming>();
   private readonly pins = new Map<string, number>();
@@ -174,23 +183,26 @@ export class FileStore {
     readonly maxBytes: number,
   ) {
     this.root = path.join(dir, 'sha256');
-    this.tmpDir = path.join(dir, 'tmp');
+    this.oldTmpDir = path.join(dir, 'tmp');
   }
 
-  /** Creates the directories and clears half-received files; the scan of sizes runs later. */
+  /** Creates the directories; the scan (later) clears what an earlier process half-received. */
   async init(): Promise<void> {
-    await fsp.rm(this.tmpDir, { recursive: true, force: true });
-    await fsp.mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
+    await fsp.rm(this.oldTmpDir, { recursive: true, force: true });
     await fsp.mkdir(this.root, { recursive: true, mode: 0o700 });
     await Promise.all(Array.from({ length: 256 }, (_, i) => fsp.mkdir(path.join(this.root, i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 })));
   }
 
-  /** Learns what an earlier process left (oldest first, by mtime), then applies the bound. */
+  /**
+   * Learns what an earlier process left (oldest first, by mtime), removes the temporary
+   * files it left half-received, then applies the bound.
+   */
   async scan(): Promise<void> {
     const found: Array<{ digest: string; size: number; used: number }> = [];
     for (let i = 0; i < 256; i++) {
       const sub = path.join(this.root, i.toString(16).padStart(2, '0'));
       for (const name of await fsp.readdir(sub).catch(() => [] as string[])) {
+        if (name.startsWith(TMP_PREFIX) && !name.startsWith(this.tmpPrefix)) await fsp.rm(path.join(sub, name), { force: true });
         if (!HEX.test(name)) continue;
         const st = await fsp.stat(path.join(sub, name)).catch(() => undefined);
         if (st) found.push({ digest: name, size: st.size, used: st.mtimeMs });
@@ -244,7 +256,7 @@ export class FileStore {
   begin(digest: string, size: number): Incoming | undefined {
     this.pathOf(digest);
     if (this.incoming.has(digest)) return undefined;
-    const inc = new Incoming(digest, size, path.join(this.tmpDir, `${digest}.${randomUUID()}`));
+    const inc = new Incoming(digest, size, path.join(this.root, digest.slice(0, 2), `${this.tmpPrefix}${digest.slice(2, 18)}-${++this.tmpCount}`));
     this.incoming.set(digest, inc);
     return inc;
   }

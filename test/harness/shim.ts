@@ -94,3 +94,13 @@ export async function startSupervisedShim(extra: string[] = []): Promise<Shim & 
     },
   };
 }
+
+/**
+ * The temporary files (half-received contents) of the file store in `storeDir` (the
+ * shim's is `<cacheDir>/files`), which it keeps beside the contents: `sha256/<2 hex>/.tmp-…`.
+ */
+export async function storeTemps(storeDir: string): Promise<string[]> {
+  const root = path.join(storeDir, 'sha256');
+  const names = await fsp.readdir(root, { recursive: true }).catch(() => [] as string[]);
+  return names.map(String).filter((n) => path.basename(n).startsWith('.tmp-'));
+}

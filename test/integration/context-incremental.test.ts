@@ -12,7 +12,7 @@ import type { ClientStream } from '../../src/gen/com/apple/container/build/v1/bu
 import { buildctlBuild } from '../harness/buildctl.js';
 import { runCli } from '../harness/cli.js';
 import { fakeBuild } from '../harness/fake-host.js';
-import { startShim, type Shim } from '../harness/shim.js';
+import { startShim, storeTemps, type Shim } from '../harness/shim.js';
 import { snapshotTree, writeTree } from '../harness/tree.js';
 
 const buildkitAddr = inject('buildkitAddr');
@@ -62,8 +62,7 @@ async function withTimeout<T>(p: Promise<T>, ms = 60_000): Promise<T> {
 }
 
 async function leftovers() {
-  const tmp = await fsp.readdir(path.join(shim.cacheDir, 'files', 'tmp'));
-  return tmp;
+  return storeTemps(path.join(shim.cacheDir, 'files'));
 }
 
 describe('incremental context transfer', () => {

@@ -24,7 +24,7 @@ import { runCli } from '../harness/cli.js';
 import { fakeBuild, type HostContext, type WalkContext } from '../harness/fake-host.js';
 import { startRegistry, type Registry } from '../harness/registry.js';
 import { seedBigLayer, seedBusybox } from '../harness/seed.js';
-import { startShim, type Shim } from '../harness/shim.js';
+import { startShim, storeTemps, type Shim } from '../harness/shim.js';
 import { tarOf, writeTree } from '../harness/tree.js';
 
 const buildkitAddr = inject('buildkitAddr');
@@ -107,7 +107,7 @@ function processesRunning(argv: string[]): number[] {
 async function expectCacheClean(s: Shim = shim) {
   const dir = s.cacheDir;
   await waitFor('an empty cache tmp dir', async () => (await fsp.readdir(path.join(dir, 'tmp'))).length === 0 || undefined, 10_000);
-  await waitFor('an empty file-store tmp dir', async () => (await fsp.readdir(path.join(dir, 'files', 'tmp'))).length === 0 || undefined, 10_000);
+  await waitFor('no temporary files in the file store', async () => (await storeTemps(path.join(dir, 'files'))).length === 0 || undefined, 10_000);
   for (const key of await fsp.readdir(path.join(dir, 'entries'))) {
     const names = await fsp.readdir(path.join(dir, 'entries', key));
     expect(names.sort(), `cache entry ${key}`).toEqual(['index.json', 'size', 'tree']);
@@ -196,10 +196,9 @@ describe('host faults', () => {
           await w.send({ ...sent[0]!, buildTransfer: { ...first, data: first.data.subarray(0, Math.ceil(first.data.length / 2)), complete: false } });
         } else {
           w.reply({ data: big.subarray(0, 1 << 20), metadata: { os: 'linux', stage: 'fssync', mode: 'manifest' } });
-          // the shim has written part of the file to its store's temp dir
+          // the shim has written part of the file to a temporary file of its store
           await waitFor('a partial file in the store', async () => {
-            const tmp = await fsp.readdir(path.join(shim.cacheDir, 'files', 'tmp'));
-            return tmp.length > 0 || undefined;
+            return (await storeTemps(path.join(shim.cacheDir, 'files'))).length > 0 || undefined;
           });
           sawPartial = true;
         }

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { applyDelta, diffManifests, encodeManifest, manifestHash, manifestTree, parseManifest, type ManifestRecord } from '../../src/fssync/manifest.js';
 import { FileStore } from '../../src/cache/file-store.js';
+import { storeTemps } from '../harness/shim.js';
 import { Code, type ShimError } from '../../src/rpc/errors.js';
 import { GoMode } from '../../src/fssync/filemode.js';
 
@@ -116,7 +117,7 @@ describe('file store', () => {
       await expect(store.commit(bad)).rejects.toThrow(/is wrong/);
       expect(await badRead).toMatch(/is wrong/);
       expect(await store.has(sha('other'))).toBe(false);
-      expect(await fsp.readdir(path.join(root, 'tmp'))).toEqual([]);
+      expect(await storeTemps(root)).toEqual([]);
     });
   });
 
@@ -131,12 +132,12 @@ describe('file store', () => {
       expect((await fsp.readFile(store.pathOf(d))).equals(content)).toBe(true);
       expect((await fsp.stat(store.pathOf(d))).mode & 0o777).toBe(0o600);
 
-      // Wrong digest, and wrong size: nothing is written, nothing is left in tmp/.
+      // Wrong digest, and wrong size: nothing is written, no temporary file is left.
       const bad = store.begin(sha('other'), 3)!;
       await expect(store.commit(bad, Buffer.from('abc'))).rejects.toThrow(/is wrong: content has digest/);
       const short = store.begin(d.replace(/^./, d[0] === 'a' ? 'b' : 'a'), 10)!;
       await expect(store.commit(short, Buffer.from('abc'))).rejects.toThrow(/received 3 of 10 bytes/);
-      expect(await fsp.readdir(path.join(root, 'tmp'))).toEqual([]);
+      expect(await storeTemps(root)).toEqual([]);
       await expect(fsp.stat(store.pathOf(sha('other')))).rejects.toThrow(/ENOENT/);
 
       // A second process (no in-memory copy) reading a stored file that changed size on disk.
@@ -182,7 +183,32 @@ describe('file store', () => {
       await w1.catch(() => {});
       await expect(doomed.write(Buffer.from('def'))).rejects.toThrow(/host went away/);
       expect(await store.has(sha('doomed'))).toBe(false);
-      expect(await fsp.readdir(path.join(root, 'tmp'))).toEqual([]);
+      expect(await storeTemps(root)).toEqual([]);
+    });
+  });
+
+  it('keeps temporary files beside the contents, and a later process removes only those an earlier one left', async () => {
+    await withStore(1 << 30, async (store, root) => {
+      const content = Buffer.alloc(300_000, 7);
+      const d = createHash('sha256').update(content).digest('hex');
+      const inc = store.begin(d, content.length)!;
+      await inc.write(content.subarray(0, 1000));
+      const [temp] = await storeTemps(root);
+      expect(temp).toMatch(new RegExp(`^${d.slice(0, 2)}/\\.tmp-`));
+      // What a process that crashed left: removed by the scan.
+      const crashedLeftover = path.join(root, 'sha256', '00', '.tmp-deadbeef-0011223344556677-1');
+      await fsp.writeFile(crashedLeftover, 'half');
+      await store.scan();
+      // The store's own file, still being received, stays.
+      expect(await storeTemps(root)).toEqual([temp]);
+      await inc.write(content.subarray(1000));
+      await store.commit(inc);
+      expect(await storeTemps(root)).toEqual([]);
+      expect((await store.read(d)).equals(content)).toBe(true);
+      // An old layout's tmp/ directory goes at start-up.
+      await fsp.mkdir(path.join(root, 'tmp', 'x'), { recursive: true });
+      await openStore(root, 1 << 30);
+      await expect(fsp.stat(path.join(root, 'tmp'))).rejects.toThrow(/ENOENT/);
     });
   });
 
