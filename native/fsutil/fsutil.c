@@ -118,8 +118,9 @@ typedef struct {
   char path[4097];
   char *data;
   size_t len;
-  size_t done; /* bytes read */
-  int err;     /* errno of the failed call, 0 on success */
+  off_t position; /* where in the file the read starts */
+  size_t done;    /* bytes read */
+  int err;        /* errno of the failed call, 0 on success */
   const char *call;
 } ReadJob;
 
@@ -128,7 +129,7 @@ static void RunRead(napi_env env, void *arg) {
   int fd = open(j->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) { j->err = errno; j->call = "open"; return; }
   while (j->done < j->len) {
-    ssize_t n = read(fd, j->data + j->done, j->len - j->done);
+    ssize_t n = pread(fd, j->data + j->done, j->len - j->done, j->position + (off_t)j->done);
     if (n < 0) {
       if (errno == EINTR) continue;
       j->err = errno; j->call = "read"; break;
@@ -153,12 +154,14 @@ static void FinishRead(napi_env env, napi_status status, void *arg) {
   free(j);
 }
 
-/* readInto(path, buffer): Promise<number of bytes read>, at most buffer.length. */
+/* readInto(path, buffer, position = 0): Promise<number of bytes read>, at most buffer.length. */
 static napi_value ReadInto(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value args[2];
-  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 2) {
-    napi_throw_type_error(env, NULL, "readInto(path, buffer) needs two arguments");
+  size_t argc = 3;
+  napi_value args[3];
+  double position = 0;
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 2 ||
+      (argc > 2 && (napi_get_value_double(env, args[2], &position) != napi_ok || !(position >= 0) || position > 9007199254740991.0))) {
+    napi_throw_type_error(env, NULL, "readInto(path, buffer, position?) needs a path, a Buffer and a position of 0 or more");
     return NULL;
   }
   ReadJob *j = calloc(1, sizeof *j);
@@ -177,6 +180,7 @@ static napi_value ReadInto(napi_env env, napi_callback_info info) {
     return NULL;
   }
   j->data = data;
+  j->position = (off_t)position;
   napi_value promise, name;
   napi_create_reference(env, args[1], 1, &j->buffer);
   napi_create_promise(env, &j->deferred, &promise);

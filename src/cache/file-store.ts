@@ -23,10 +23,13 @@ import { LRUCache } from 'lru-cache';
 import { Code, ShimError } from '../rpc/errors.js';
 import { EMPTY_DIGEST } from '../fssync/manifest.js';
 import { WrongSizeError, readWholeFile, storeWholeFile } from '../fssync/fsutil-addon.js';
+import { PACK_BYTES, Packs, type Pack, type PackLoc } from './packs.js';
 
 const HEX = /^[0-9a-f]{64}$/;
 /** How the names of temporary files begin (then a process's id, part of the digest, a count). */
 export const TMP_PREFIX = '.tmp-';
+/** Contents up to this size that arrive whole go into pack files (see packs.ts). */
+export const PACKED = 256 << 10;
 
 /** A file being received. */
 export class Incoming {
@@ -107,7 +110,7 @@ export class Incoming {
    * Stores the whole content at once, instead of `write` and `finish`: checked against the
    * digest first, then written to the temporary file and renamed in one thread-pool job.
    */
-  async finishWhole(data: Buffer, final: string): Promise<void> {
+  async finishWhole(data: Buffer, store: () => Promise<void>): Promise<void> {
     try {
       if (this.written || this.fh) throw new Error('part of it was written already');
       if (data.length !== this.size) throw new Error(`received ${data.length} of ${this.size} bytes`);
@@ -116,7 +119,7 @@ export class Incoming {
       // Checked: readers may have it now, while it goes to disk.
       this.early = data;
       this.events.emit('progress');
-      await storeWholeFile(this.tmp, final, data);
+      await store();
       this.written = data.length;
       this.finished = true;
       this.settle();
@@ -161,6 +164,10 @@ export class Incoming {
 
 interface Known {
   size: number;
+  /** Where it lies when it is in a pack; else it is the file `pathOf(digest)`. */
+  loc?: PackLoc;
+  /** The store's clock when it was last used. */
+  used: number;
 }
 
 export class FileStore {
@@ -173,7 +180,11 @@ export class FileStore {
   private readonly known = new Map<string, Known>();
   private readonly incoming = new Map<string, Incoming>();
   private readonly pins = new Map<string, number>();
-  private total = 0;
+  /** Bytes of the contents stored as files of their own (packs count their own). */
+  private fileBytes = 0;
+  private readonly packs: Packs;
+  private packsLoaded: Promise<void> = Promise.resolve();
+  private clock = 0;
   private scanned = false;
   /** Small files just received, so DiffCopy serves them without reading the disk again. */
   private readonly recent = new LRUCache<string, Buffer>({ maxSize: 64 << 20, sizeCalculation: (b) => Math.max(b.length, 1) });
@@ -184,6 +195,8 @@ export class FileStore {
   ) {
     this.root = path.join(dir, 'sha256');
     this.oldTmpDir = path.join(dir, 'tmp');
+    // A pack is at most a sixteenth of the bound (evicted as a whole, it must not be most of it).
+    this.packs = new Packs(path.join(dir, 'packs'), Math.min(PACK_BYTES, Math.max(1 << 20, Math.floor(maxBytes / 16))));
   }
 
   /** Creates the directories; the scan (later) clears what an earlier process half-received. */
@@ -191,6 +204,21 @@ export class FileStore {
     await fsp.rm(this.oldTmpDir, { recursive: true, force: true });
     await fsp.mkdir(this.root, { recursive: true, mode: 0o700 });
     await Promise.all(Array.from({ length: 256 }, (_, i) => fsp.mkdir(path.join(this.root, i.toString(16).padStart(2, '0')), { recursive: true, mode: 0o700 })));
+    // Reading the pack indexes must not delay serving; has() waits for it.
+    this.packsLoaded = this.packs.load((digest, size, loc) => {
+      if (!this.known.has(digest)) this.known.set(digest, { size, loc, used: this.touchPack(loc) });
+    });
+    this.packsLoaded.catch(() => {});
+  }
+
+  /** Advances the clock for a use of a content in `loc`'s pack. */
+  private touchPack(loc: PackLoc): number {
+    loc.pack.used = ++this.clock;
+    return this.clock;
+  }
+
+  private touch(k: Known): void {
+    k.used = k.loc ? this.touchPack(k.loc) : ++this.clock;
   }
 
   /**
@@ -198,6 +226,7 @@ export class FileStore {
    * files it left half-received, then applies the bound.
    */
   async scan(): Promise<void> {
+    await this.packsLoaded.catch(() => {});
     const found: Array<{ digest: string; size: number; used: number }> = [];
     for (let i = 0; i < 256; i++) {
       const sub = path.join(this.root, i.toString(16).padStart(2, '0'));
@@ -211,13 +240,14 @@ export class FileStore {
     // What this process has used already is the most recent; the rest is ordered by mtime.
     const fresh = new Map(this.known);
     this.known.clear();
-    for (const f of found.sort((a, b) => a.used - b.used)) this.known.set(f.digest, { size: f.size });
+    for (const f of found.sort((a, b) => a.used - b.used)) this.known.set(f.digest, { size: f.size, used: ++this.clock });
     for (const [d, k] of fresh) {
       this.known.delete(d);
       this.known.set(d, k);
+      this.touch(k);
     }
-    this.total = 0;
-    for (const k of this.known.values()) this.total += k.size;
+    this.fileBytes = 0;
+    for (const k of this.known.values()) if (!k.loc) this.fileBytes += k.size;
     this.scanned = true;
     await this.evict();
   }
@@ -228,24 +258,26 @@ export class FileStore {
   }
 
   size(): number {
-    return this.total;
+    return this.fileBytes + this.packs.bytes();
   }
 
   /** Whether the content is here or on its way; marks it recently used. */
   async has(digest: string): Promise<boolean> {
     if (digest === EMPTY_DIGEST || this.incoming.has(digest)) return true;
+    if (!this.scanned) await this.packsLoaded.catch(() => {});
     const k = this.known.get(digest);
     if (k) {
       this.known.delete(digest);
       this.known.set(digest, k);
+      this.touch(k);
       return true;
     }
     if (this.scanned) return false;
     // Before the start-up scan is done, the disk is the truth.
     const st = await fsp.stat(this.pathOf(digest)).catch(() => undefined);
-    if (!st) return false;
-    this.known.set(digest, { size: st.size });
-    this.total += st.size;
+    if (!st || this.known.has(digest)) return !!st;
+    this.known.set(digest, { size: st.size, used: ++this.clock });
+    this.fileBytes += st.size;
     return true;
   }
 
@@ -263,16 +295,27 @@ export class FileStore {
 
   /**
    * Moves a complete file into place. With `data`, its whole content that was not written
-   * yet, stores that in one go; small contents are also kept in memory for a while.
+   * yet, stores that in one go: appended to a pack when it is small (and kept in memory for
+   * a while), else as a file of its own.
    */
   async commit(inc: Incoming, data?: Buffer): Promise<void> {
-    if (data) await inc.finishWhole(data, this.pathOf(inc.digest));
-    else await inc.finish(this.pathOf(inc.digest));
-    if (inc.finished && data && data.length <= 256 << 10) this.recent.set(inc.digest, Buffer.from(data));
+    const final = this.pathOf(inc.digest);
+    if (data && data.length <= PACKED) {
+      await inc.finishWhole(data, async () => {
+        const loc = await this.packs.append(inc.digest, data);
+        // Known before the file settles: a reader waiting for it looks here next.
+        this.recent.set(inc.digest, data);
+        if (!this.known.has(inc.digest)) this.known.set(inc.digest, { size: inc.size, loc, used: this.touchPack(loc) });
+      });
+    } else if (data) {
+      await inc.finishWhole(data, () => storeWholeFile(inc.tmp, final, data));
+    } else {
+      await inc.finish(final);
+    }
     this.incoming.delete(inc.digest);
     if (inc.finished && !this.known.has(inc.digest)) {
-      this.known.set(inc.digest, { size: inc.size });
-      this.total += inc.size;
+      this.known.set(inc.digest, { size: inc.size, used: ++this.clock });
+      this.fileBytes += inc.size;
     }
     if (inc.error) throw inc.error;
   }
@@ -306,13 +349,37 @@ export class FileStore {
     }
     const kept = this.recent.get(digest);
     if (kept) return kept;
-    const size = this.known.get(digest)?.size;
+    const k = this.known.get(digest);
+    if (k?.loc) return this.readPacked(digest, k.loc, k.size);
+    const size = k?.size;
     try {
       if (size !== undefined) return await readWholeFile(this.pathOf(digest), size);
       return await fsp.readFile(this.pathOf(digest), { flag: fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW });
     } catch (err) {
       throw await this.forgetDamaged(digest, err);
     }
+  }
+
+  private async readPacked(digest: string, loc: PackLoc, size: number): Promise<Buffer> {
+    let data: Buffer;
+    try {
+      data = await this.packs.read(loc, size);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException)?.code !== 'ENOENT') throw err;
+      throw await this.forgetPack(digest, loc.pack, (err as Error).message, err);
+    }
+    if (data.length !== size) throw await this.forgetPack(digest, loc.pack, `${loc.pack.data} ends ${size - data.length} bytes before the end of this content`);
+    return data;
+  }
+
+  /** A pack that lost bytes: all its contents are dropped, as `forgetDamaged` drops a file. */
+  private async forgetPack(digest: string, pack: Pack, why: string, cause?: unknown): Promise<ShimError> {
+    for (const d of pack.digests) {
+      if (this.known.get(d)?.loc?.pack === pack) this.known.delete(d);
+      this.recent.delete(d);
+    }
+    if (!pack.open) await this.packs.remove(pack).catch(() => {});
+    return new ShimError(Code.DATA_LOSS, 'store-damaged', `the context store's copy of ${digest} is damaged (${why}); it was removed, so the next build fetches it again`, { cause });
   }
 
   /**
@@ -324,9 +391,9 @@ export class FileStore {
   private async forgetDamaged(digest: string, err: unknown): Promise<unknown> {
     if (!(err instanceof WrongSizeError) && (err as NodeJS.ErrnoException)?.code !== 'ENOENT') return err;
     const k = this.known.get(digest);
-    if (k) {
+    if (k && !k.loc) {
       this.known.delete(digest);
-      this.total -= k.size;
+      this.fileBytes -= k.size;
     }
     this.recent.delete(digest);
     await fsp.rm(this.pathOf(digest), { force: true }).catch(() => {});
@@ -337,6 +404,8 @@ export class FileStore {
   async open(digest: string): Promise<Readable> {
     if (digest === EMPTY_DIGEST) return Readable.from([]);
     const inc = this.incoming.get(digest);
+    // A small content is read whole (it may be on its way into a pack).
+    if ((inc && inc.size <= PACKED) || (!inc && this.known.get(digest)?.loc)) return Readable.from(readWhole(this, digest));
     if (!inc) {
       let fh: fsp.FileHandle | undefined;
       try {
@@ -354,17 +423,40 @@ export class FileStore {
     return Readable.from(followIncoming(inc, final), { objectMode: false });
   }
 
-  /** Removes least recently used, unpinned files until the store fits. */
+  /**
+   * Removes least recently used, unpinned files until the store fits. A pack goes as a
+   * whole, when its most recently used content comes up, and only if none of its contents
+   * is pinned and none is being appended to it.
+   */
   private async evict(): Promise<void> {
     if (!this.scanned) return;
+    const kept = new Set<Pack>();
     for (const [digest, k] of this.known) {
-      if (this.total <= this.maxBytes) return;
+      if (this.size() <= this.maxBytes) return;
+      if (k.loc) {
+        const pack = k.loc.pack;
+        if (k.used < pack.used || kept.has(pack)) continue;
+        if ([...pack.digests].some((d) => this.pins.has(d) || this.incoming.has(d)) || !(await this.packs.seal(pack))) {
+          kept.add(pack);
+          continue;
+        }
+        for (const d of pack.digests) {
+          if (this.known.get(d)?.loc?.pack === pack) this.known.delete(d);
+          this.recent.delete(d);
+        }
+        await this.packs.remove(pack);
+        continue;
+      }
       if (this.pins.has(digest) || this.incoming.has(digest)) continue;
       this.known.delete(digest);
-      this.total -= k.size;
+      this.fileBytes -= k.size;
       await fsp.rm(this.pathOf(digest), { force: true });
     }
   }
+}
+
+async function* readWhole(store: FileStore, digest: string): AsyncGenerator<Buffer> {
+  yield await store.read(digest);
 }
 
 async function* followIncoming(inc: Incoming, final: string): AsyncGenerator<Buffer> {

@@ -16,8 +16,11 @@ export interface FsutilAddon {
    * datas[i], closes and renames it to finals[i]. Null where that worked, else the error.
    */
   storeMany(tmps: readonly string[], finals: readonly string[], datas: readonly Buffer[]): Promise<Array<Error | null>>;
-  /** Reads `path` (not following a final symlink) into `buf`; the bytes read, at most its length. */
-  readInto(path: string, buf: Buffer): Promise<number>;
+  /**
+   * Reads `path` (not following a final symlink) from `position` (default 0) into `buf`;
+   * the bytes read, at most its length.
+   */
+  readInto(path: string, buf: Buffer, position?: number): Promise<number>;
   /** The lstat of each path into `out`, 9 fields each (mode 0 where it failed). */
   lstatMany(paths: readonly string[], out: BigInt64Array): Promise<BigInt64Array>;
 }
@@ -90,16 +93,19 @@ export async function storeWholeFile(tmp: string, final: string, data: Buffer): 
   }
 }
 
-/** The first `limit` bytes of `file` (fewer if it is shorter); a final symlink is refused. */
-export async function readUpTo(file: string, limit: number): Promise<Buffer> {
+/**
+ * `limit` bytes of `file` from `position` (fewer where it ends), in one thread-pool job
+ * when the addon is built; a final symlink is refused.
+ */
+export async function readUpTo(file: string, limit: number, position = 0): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(limit);
   const a = fsutilAddon();
-  if (a) return buf.subarray(0, await a.readInto(file, buf));
+  if (a) return buf.subarray(0, await a.readInto(file, buf, position));
   const fh = await fsp.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   try {
     let off = 0;
     while (off < limit) {
-      const { bytesRead } = await fh.read(buf, off, limit - off, off);
+      const { bytesRead } = await fh.read(buf, off, limit - off, position + off);
       if (!bytesRead) break;
       off += bytesRead;
     }

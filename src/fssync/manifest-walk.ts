@@ -25,8 +25,12 @@ import { hostError, type WalkRequest } from './host-walk.js';
 export const MAX_MANIFEST_BYTES = 512 << 20;
 /** Digests asked for in one Fetch. */
 export const FETCH_BATCH = 4096;
-/** Files written at the same time. */
-const WRITERS = 32;
+/**
+ * Files being stored at the same time, and the bytes they hold in memory. Small ones go
+ * into a pack in batches (see cache/packs.ts), so many may wait for the same append.
+ */
+const WRITERS = 1024;
+const WRITING_BYTES = 64 << 20;
 /** Pieces of one large file left queued in the store while the next ones are received. */
 const PENDING_WRITES = 4;
 /** Files up to this size are gathered in memory and written in one call. */
@@ -173,25 +177,28 @@ async function fetchContents(env: ManifestWalkEnv, missing: Array<[string, numbe
 }
 
 async function fetchBatch(env: ManifestWalkEnv, batch: Incoming[], signal: AbortSignal): Promise<void> {
-  // At most WRITERS commits at a time. The loop below awaits each spawn, so there is at most
-  // one waiter for a free slot (a Promise.race over all of them would add a reaction to
-  // every running commit on every file).
+  // At most WRITERS commits holding WRITING_BYTES at a time. The loop below awaits each
+  // spawn, so there is at most one waiter for a free slot (a Promise.race over all of them
+  // would add a reaction to every running commit on every file).
   const writes = new Set<Promise<void>>();
+  let writingBytes = 0;
   let writeError: unknown;
   let slotFree: (() => void) | undefined;
-  const spawn = async (p: Promise<void>) => {
+  const spawn = async (p: Promise<void>, bytes: number) => {
+    writingBytes += bytes;
     const q: Promise<void> = p
       .catch((err) => {
         writeError ??= err;
       })
       .then(() => {
         writes.delete(q);
+        writingBytes -= bytes;
         const wake = slotFree;
         slotFree = undefined;
         wake?.();
       });
     writes.add(q);
-    while (writes.size >= WRITERS) await new Promise<void>((r) => (slotFree = r));
+    while (writes.size >= WRITERS || writingBytes > WRITING_BYTES) await new Promise<void>((r) => (slotFree = r));
   };
   let i = 0;
   let cur: Incoming | undefined;
@@ -224,7 +231,7 @@ async function fetchBatch(env: ManifestWalkEnv, batch: Incoming[], signal: Abort
           gathered = [];
           gatheredLen = 0;
           cur = undefined;
-          await spawn(env.files.commit(inc, whole));
+          await spawn(env.files.commit(inc, whole), whole.length);
         }
       } else {
         // Keep receiving while a few writes are queued behind each other in the store.
@@ -232,7 +239,7 @@ async function fetchBatch(env: ManifestWalkEnv, batch: Incoming[], signal: Abort
         if (pending.length > PENDING_WRITES) await pending.shift();
         if (n === left) {
           cur = undefined;
-          await spawn(env.files.commit(inc));
+          await spawn(env.files.commit(inc), 0);
         }
       }
     }

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { applyDelta, diffManifests, encodeManifest, manifestHash, manifestTree, parseManifest, type ManifestRecord } from '../../src/fssync/manifest.js';
-import { FileStore } from '../../src/cache/file-store.js';
+import { FileStore, PACKED } from '../../src/cache/file-store.js';
 import { storeTemps } from '../harness/shim.js';
 import { Code, type ShimError } from '../../src/rpc/errors.js';
 import { GoMode } from '../../src/fssync/filemode.js';
@@ -123,7 +123,8 @@ describe('file store', () => {
 
   it('stores a whole content in one go (checked first), and reads refuse a stored file of the wrong size', async () => {
     await withStore(1 << 30, async (store, root) => {
-      const content = Buffer.from('small file content\n'.repeat(500));
+      const content = Buffer.from('a content too large for a pack\n'.repeat(10_000));
+      expect(content.length).toBeGreaterThan(PACKED);
       const d = createHash('sha256').update(content).digest('hex');
       const inc = store.begin(d, content.length)!;
       const following = store.read(d);
@@ -209,6 +210,93 @@ describe('file store', () => {
       await fsp.mkdir(path.join(root, 'tmp', 'x'), { recursive: true });
       await openStore(root, 1 << 30);
       await expect(fsp.stat(path.join(root, 'tmp'))).rejects.toThrow(/ENOENT/);
+    });
+  });
+
+  it('appends small whole contents to a pack, which a later process reads, and drops what a crash cut short', async () => {
+    await withStore(1 << 30, async (store, root) => {
+      const contents = Array.from({ length: 200 }, (_, i) => Buffer.from(`small content ${i}\n`.repeat(i + 1)));
+      const digests = contents.map((c) => createHash('sha256').update(c).digest('hex'));
+      const incs = contents.map((c, i) => store.begin(digests[i]!, c.length)!);
+      // A reader that starts before the content is there gets it once it is.
+      const early = (async () => Buffer.concat(await (await store.open(digests[7]!)).toArray()))();
+      await Promise.all(incs.map((inc, i) => store.commit(inc, contents[i])));
+      expect((await early).equals(contents[7]!)).toBe(true);
+      // No file of their own, no temporary file: one pack and its index.
+      await expect(fsp.stat(store.pathOf(digests[0]!))).rejects.toThrow(/ENOENT/);
+      expect(await storeTemps(root)).toEqual([]);
+      const packs = (await fsp.readdir(path.join(root, 'packs'))).sort();
+      expect(packs).toHaveLength(2);
+      const total = contents.reduce((n, c) => n + c.length, 0);
+      expect(store.size()).toBe(total);
+
+      // A later process knows them before its scan is done, and reads them back.
+      const later = new FileStore(root, 1 << 30);
+      await later.init();
+      expect(await later.has(digests[199]!)).toBe(true);
+      await later.scan();
+      expect(later.size()).toBe(total);
+      for (const i of [0, 99, 199]) {
+        expect((await later.read(digests[i]!)).equals(contents[i]!)).toBe(true);
+        expect(Buffer.concat(await (await later.open(digests[i]!)).toArray()).equals(contents[i]!)).toBe(true);
+      }
+      // New contents of the later process go to a pack of its own.
+      const extra = Buffer.from('one more');
+      const dx = createHash('sha256').update(extra).digest('hex');
+      await later.commit(later.begin(dx, extra.length)!, extra);
+      expect(await fsp.readdir(path.join(root, 'packs'))).toHaveLength(4);
+
+      // A crash cut the first pack short: what lies beyond its end is not known any more.
+      const pack = path.join(root, 'packs', packs.find((n) => n.endsWith('.pack'))!);
+      const lastTwo = contents[198]!.length + contents[199]!.length;
+      await fsp.truncate(pack, total - lastTwo + 3);
+      const third = await openStore(root, 1 << 30);
+      expect(await third.has(digests[197]!)).toBe(true);
+      expect(await third.has(digests[198]!)).toBe(false);
+      expect(await third.has(digests[199]!)).toBe(false);
+      expect((await third.read(digests[197]!)).equals(contents[197]!)).toBe(true);
+      expect((await third.read(dx)).equals(extra)).toBe(true);
+
+      // Cut short under a running process: the read fails as damage and the pack is dropped.
+      await fsp.truncate(pack, 10);
+      const err = await third.read(digests[100]!).catch((e: unknown) => e);
+      expect((err as ShimError).code).toBe(Code.DATA_LOSS);
+      expect((err as Error).message).toMatch(new RegExp(`copy of ${digests[100]} is damaged \\(.*ends \\d+ bytes before the end of this content\\); it was removed`));
+      expect(await third.has(digests[0]!)).toBe(false);
+      await expect(fsp.stat(pack)).rejects.toThrow(/ENOENT/);
+      expect(await third.has(dx)).toBe(true);
+    });
+  });
+
+  it('evicts a pack as a whole, in the order of its last use, never one a build holds', async () => {
+    // Packs of 1 MiB (the smallest), a bound of 2.5 MiB.
+    await withStore(2.5 * (1 << 20), async (store) => {
+      const put = async (tag: string) => {
+        const items = Array.from({ length: 8 }, (_, i) => Buffer.alloc(128 << 10, `${tag}${i}`));
+        const ds = items.map((c) => createHash('sha256').update(c).digest('hex'));
+        await Promise.all(items.map((c, i) => store.commit(store.begin(ds[i]!, c.length)!, c)));
+        return ds;
+      };
+      const settle = async () => {
+        store.unpin([]); // eviction runs when a build lets go
+        await new Promise((r) => setTimeout(r, 50));
+      };
+      const has = async (ds: string[]) => (await Promise.all(ds.map((d) => store.has(d)))).every(Boolean);
+      const gone = async (ds: string[]) => !(await Promise.all(ds.map((d) => store.has(d)))).some(Boolean);
+      const a = await put('a'); // a first pack of 1 MiB
+      const b = await put('b'); // a second
+      store.pin([b[0]!]); // a build holds one content of b
+      const c = await put('c'); // over the bound: b is the oldest, but held, so a goes
+      await settle();
+      expect(await gone(a)).toBe(true);
+      expect(await has(c)).toBe(true);
+      store.unpin([b[0]!]);
+      expect(await has([b[6]!])).toBe(true); // b is now used after c (its other contents are older)
+      const d = await put('d');
+      await settle();
+      expect(await gone(c)).toBe(true);
+      expect(await has([...b, ...d])).toBe(true);
+      expect(store.size()).toBeLessThanOrEqual(2.5 * (1 << 20));
     });
   });
 
