@@ -4,7 +4,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fsutilAddon, lstatMany, readWholeFile, storeWholeFile } from '../../src/fssync/fsutil-addon.js';
+import { fsutilAddon, lstatMany, readUpTo, readWholeFile, storeWholeFile } from '../../src/fssync/fsutil-addon.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -73,6 +73,16 @@ describe('fsutil addon', () => {
     expect((await fsp.readdir(sub)).filter((n) => n.endsWith('.tmp'))).toEqual(['7.tmp']);
     const missingDir = path.join(dir, 'no-such-dir');
     await expect(storeWholeFile(path.join(missingDir, 'a.tmp'), path.join(missingDir, 'a'), Buffer.from('x'))).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('readUpTo reads from a position, up to the end, and the addon refuses a bad position', async () => {
+    const f = path.join(dir, 'p');
+    await fsp.writeFile(f, '0123456789');
+    expect((await readUpTo(f, 4, 3)).toString()).toBe('3456');
+    expect((await readUpTo(f, 4, 8)).toString()).toBe('89');
+    expect((await readUpTo(f, 4, 20)).length).toBe(0);
+    expect((await readUpTo(f, 3)).toString()).toBe('012');
+    expect(() => fsutilAddon()!.readInto(f, Buffer.alloc(1), -1)).toThrow(/a position of 0 or more/);
   });
 
   it('readWholeFile reads exactly the expected size, and refuses a file that grew, shrank or is a link', async () => {
