@@ -6,7 +6,10 @@
  * - read a small file in one thread-pool job, and store many small files in one. fs.promises
  *   hands every system call (open, write, close, rename; open, fstat, read, close) to the
  *   pool and back on its own, and for contexts of many small files those hand-offs cost
- *   more than the calls.
+ *   more than the calls;
+ * - read and sha256 many small files in one job (the host's context hashing), with the
+ *   OpenSSL that Node itself exports. Its symbols are weak here: where Node does not export
+ *   them the addon still loads and hashMany says so.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +20,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <node_api.h>
+
+/* From the OpenSSL inside Node (declared here, so no OpenSSL headers are needed). */
+typedef struct evp_md_st EVP_MD;
+typedef struct engine_st ENGINE;
+extern int EVP_Digest(const void *data, size_t count, unsigned char *md, unsigned int *size, const EVP_MD *type, ENGINE *impl) __attribute__((weak));
+extern const EVP_MD *EVP_sha256(void) __attribute__((weak));
 
 /* utimens(path: string, mtimeNs: bigint, nofollow: boolean): undefined; atime = mtime */
 static napi_value Utimens(napi_env env, napi_callback_info info) {
@@ -375,6 +384,140 @@ static napi_value StoreMany(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/*
+ * hashMany: for each of many small files, in one thread-pool job: open (not following a
+ * final symlink), read up to limits[i] bytes into data at offsets[i], close, and sha256 what
+ * was read into digests at 32 * i. counts[i] is the bytes read, or -errno where a call failed.
+ */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref keep; /* [data, digests, counts, offsets, limits]: alive while the job runs */
+  char **paths;
+  size_t count;
+  unsigned char *data;
+  size_t dataLen;
+  unsigned char *digests;
+  double *offsets;
+  double *limits;
+  double *counts;
+} HashJob;
+
+static void RunHash(napi_env env, void *arg) {
+  HashJob *j = arg;
+  for (size_t i = 0; i < j->count; i++) {
+    size_t off = (size_t)j->offsets[i], limit = (size_t)j->limits[i], done = 0;
+    int fd = open(j->paths[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) { j->counts[i] = -errno; continue; }
+    int err = 0;
+    while (done < limit) {
+      ssize_t n = read(fd, j->data + off + done, limit - done);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        err = errno;
+        break;
+      }
+      if (n == 0) break;
+      done += (size_t)n;
+    }
+    close(fd);
+    if (err) { j->counts[i] = -err; continue; }
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(j->data + off, done, j->digests + 32 * i, &mdlen, EVP_sha256(), NULL) || mdlen != 32) { j->counts[i] = -EIO; continue; }
+    j->counts[i] = (double)done;
+  }
+}
+
+static void FreeHash(napi_env env, HashJob *j) {
+  for (size_t i = 0; i < j->count; i++) free(j->paths[i]);
+  free(j->paths);
+  if (j->keep) napi_delete_reference(env, j->keep);
+  free(j);
+}
+
+static void FinishHash(napi_env env, napi_status status, void *arg) {
+  HashJob *j = arg;
+  napi_value keep, counts;
+  napi_get_reference_value(env, j->keep, &keep);
+  napi_get_element(env, keep, 2, &counts);
+  napi_resolve_deferred(env, j->deferred, counts);
+  napi_delete_async_work(env, j->work);
+  FreeHash(env, j);
+}
+
+/* hashMany(paths: string[], offsets: Float64Array, limits: Float64Array, data: Buffer, digests: Buffer, counts: Float64Array): Promise<counts> */
+static napi_value HashMany(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value args[6];
+  if (!EVP_Digest || !EVP_sha256) {
+    napi_throw_error(env, "ENOSYS", "this Node does not export OpenSSL's EVP_Digest");
+    return NULL;
+  }
+  bool isArray = false, isData = false, isDigests = false;
+  uint32_t n = 0;
+  void *data = NULL, *digests = NULL, *offsets = NULL, *limits = NULL, *counts = NULL;
+  size_t dataLen = 0, digestsLen = 0, nOff = 0, nLim = 0, nCnt = 0;
+  napi_typedarray_type t1, t2, t3;
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 6 ||
+      napi_is_array(env, args[0], &isArray) != napi_ok || !isArray || napi_get_array_length(env, args[0], &n) != napi_ok ||
+      napi_get_typedarray_info(env, args[1], &t1, &nOff, &offsets, NULL, NULL) != napi_ok || t1 != napi_float64_array ||
+      napi_get_typedarray_info(env, args[2], &t2, &nLim, &limits, NULL, NULL) != napi_ok || t2 != napi_float64_array ||
+      napi_is_buffer(env, args[3], &isData) != napi_ok || !isData || napi_get_buffer_info(env, args[3], &data, &dataLen) != napi_ok ||
+      napi_is_buffer(env, args[4], &isDigests) != napi_ok || !isDigests || napi_get_buffer_info(env, args[4], &digests, &digestsLen) != napi_ok ||
+      napi_get_typedarray_info(env, args[5], &t3, &nCnt, &counts, NULL, NULL) != napi_ok || t3 != napi_float64_array ||
+      nOff != n || nLim != n || nCnt != n || digestsLen < (size_t)n * 32) {
+    napi_throw_type_error(env, NULL, "hashMany(paths, offsets, limits, data, digests, counts): arrays of one length, digests of 32 bytes each");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    double o = ((double *)offsets)[i], l = ((double *)limits)[i];
+    if (!(o >= 0) || !(l >= 0) || o + l > (double)dataLen) {
+      napi_throw_range_error(env, NULL, "hashMany: a file's place lies outside the data buffer");
+      return NULL;
+    }
+  }
+  HashJob *j = calloc(1, sizeof *j);
+  char **paths = calloc(n ? n : 1, sizeof *paths);
+  if (!j || !paths) {
+    free(j);
+    free(paths);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  j->paths = paths;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value p;
+    napi_get_element(env, args[0], i, &p);
+    j->count = i + 1;
+    paths[i] = StringArg(env, p, 4095);
+    if (!paths[i]) {
+      FreeHash(env, j);
+      napi_throw_type_error(env, NULL, "paths must be strings shorter than 4095 bytes");
+      return NULL;
+    }
+  }
+  j->count = n;
+  j->data = data;
+  j->dataLen = dataLen;
+  j->digests = digests;
+  j->offsets = offsets;
+  j->limits = limits;
+  j->counts = counts;
+  napi_value keep, promise, name;
+  napi_create_array_with_length(env, 5, &keep);
+  napi_set_element(env, keep, 0, args[3]);
+  napi_set_element(env, keep, 1, args[4]);
+  napi_set_element(env, keep, 2, args[5]);
+  napi_set_element(env, keep, 3, args[1]);
+  napi_set_element(env, keep, 4, args[2]);
+  napi_create_reference(env, keep, 1, &j->keep);
+  napi_create_promise(env, &j->deferred, &promise);
+  napi_create_string_utf8(env, "hashMany", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, RunHash, FinishHash, j, &j->work);
+  napi_queue_async_work(env, j->work);
+  return promise;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "utimens", NAPI_AUTO_LENGTH, Utimens, NULL, &fn);
@@ -385,6 +528,8 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "lstatMany", fn);
   napi_create_function(env, "storeMany", NAPI_AUTO_LENGTH, StoreMany, NULL, &fn);
   napi_set_named_property(env, exports, "storeMany", fn);
+  napi_create_function(env, "hashMany", NAPI_AUTO_LENGTH, HashMany, NULL, &fn);
+  napi_set_named_property(env, exports, "hashMany", fn);
   return exports;
 }
 

@@ -6,6 +6,7 @@
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -23,6 +24,13 @@ export interface FsutilAddon {
   readInto(path: string, buf: Buffer, position?: number): Promise<number>;
   /** The lstat of each path into `out`, 9 fields each (mode 0 where it failed). */
   lstatMany(paths: readonly string[], out: BigInt64Array): Promise<BigInt64Array>;
+  /**
+   * For each i, in one thread-pool job: reads up to limits[i] bytes of paths[i] (not
+   * following a final symlink) into data at offsets[i] and their sha256 into digests at
+   * 32 * i; counts[i] gets the bytes read, or -errno. Throws where Node does not export
+   * OpenSSL's EVP_Digest.
+   */
+  hashMany(paths: readonly string[], offsets: Float64Array, limits: Float64Array, data: Buffer, digests: Buffer, counts: Float64Array): Promise<Float64Array>;
 }
 
 const addonPath = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../build/native/fsutil.node');
@@ -113,6 +121,51 @@ export async function readUpTo(file: string, limit: number, position = 0): Promi
   } finally {
     await fh.close();
   }
+}
+
+/** What `hashFiles` gives for one file: what it read and its sha256, or why it could not. */
+export type Hashed = { data: Buffer; digest: string } | { error: NodeJS.ErrnoException };
+
+let hashing: boolean | undefined;
+
+/**
+ * Reads and hashes small files, up to `limits[i]` bytes each, in one thread-pool job;
+ * undefined when the addon cannot (not built, or Node without OpenSSL's exports), so the
+ * caller hashes them itself. The data are views into one buffer.
+ */
+export async function hashFiles(paths: readonly string[], limits: readonly number[]): Promise<Hashed[] | undefined> {
+  const a = fsutilAddon();
+  if (!a || hashing === false) return undefined;
+  const offsets = new Float64Array(paths.length);
+  let total = 0;
+  limits.forEach((l, i) => {
+    offsets[i] = total;
+    total += l;
+  });
+  const data = Buffer.allocUnsafeSlow(total);
+  const digests = Buffer.allocUnsafeSlow(32 * paths.length);
+  const counts = new Float64Array(paths.length);
+  try {
+    await a.hashMany(paths, offsets, Float64Array.from(limits), data, digests, counts);
+    hashing = true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSYS') throw err;
+    hashing = false;
+    return undefined;
+  }
+  return paths.map((p, i) => {
+    const n = counts[i]!;
+    if (n < 0) return { error: errnoError(-n, p) };
+    return { data: data.subarray(offsets[i]!, offsets[i]! + n), digest: digests.toString('hex', 32 * i, 32 * i + 32) };
+  });
+}
+
+function errnoError(errno: number, p: string): NodeJS.ErrnoException {
+  const code = os.constants.errno ? Object.entries(os.constants.errno).find(([, v]) => v === errno)?.[0] : undefined;
+  const e: NodeJS.ErrnoException = new Error(`${code ?? `errno ${errno}`}: reading ${p}`);
+  e.code = code;
+  e.errno = -errno;
+  return e;
 }
 
 /** A file that does not have the size it is expected to have. */

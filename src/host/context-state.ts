@@ -11,12 +11,15 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { EMPTY_DIGEST, encodeManifest, readManifestFile, writeManifestFile, type ManifestRecord } from '../fssync/manifest.js';
-import { readUpTo, type StatLike } from '../fssync/fsutil-addon.js';
+import { hashFiles, readUpTo, type StatLike } from '../fssync/fsutil-addon.js';
 import type { ContextFile } from './context-select.js';
 
 const RACY_NS = 2_000_000_000n;
 const KEEP_MANIFESTS = 4;
 const HASHERS = 8;
+/** Small files read and hashed in one thread-pool job: at most this many, and bytes. */
+const HASH_BATCH = 64;
+const HASH_BATCH_BYTES = 2 << 20;
 
 type StatKey = [size: string, mtimeNs: string, ctimeNs: string, ino: string];
 
@@ -81,11 +84,21 @@ export class ContextState {
 
   /** The digest of a regular file, from the stat cache when its stat is unchanged. */
   async digest(f: ContextFile, onSmall?: (digest: string, data: Buffer) => void): Promise<string> {
+    return this.cached(f) ?? this.remember(f, await digestFile(f.abs, f.st.size, onSmall));
+  }
+
+  /** The digest the stat cache (or the size) tells, if it does. */
+  private cached(f: ContextFile): string | undefined {
     if (f.st.size === 0n) return EMPTY_DIGEST;
+    const hit = this.stats.get(f.rel);
+    if (hit && statKey(f.st).every((v, i) => v === hit[i])) return hit[4];
+    return undefined;
+  }
+
+  /** Keeps a digest just taken in the stat cache, unless the file changed too recently. */
+  private remember(f: ContextFile, d: string): string {
     const key = statKey(f.st);
     const hit = this.stats.get(f.rel);
-    if (hit && key.every((v, i) => v === hit[i])) return hit[4];
-    const d = await digestFile(f.abs, f.st.size, onSmall);
     const now = BigInt(Date.now()) * 1_000_000n;
     if (now - f.st.mtimeNs > RACY_NS && now - f.st.ctimeNs > RACY_NS) {
       this.stats.set(f.rel, [...key, d]);
@@ -97,13 +110,52 @@ export class ContextState {
     return d;
   }
 
-  /** Digests for every regular file of `files`, several read at once. */
+  /**
+   * Digests for every regular file of `files`, several read at once: small files a batch
+   * per thread-pool job, read and hashed there (the addon's hashMany), the others one by one.
+   */
   async digests(files: ContextFile[], onSmall?: (digest: string, data: Buffer) => void): Promise<Map<string, string>> {
     const out = new Map<string, string>();
+    const small: ContextFile[] = [];
+    const rest: ContextFile[] = [];
+    for (const f of files) {
+      const d = this.cached(f);
+      if (d) out.set(f.rel, d);
+      else (f.st.size <= BigInt(SMALL) ? small : rest).push(f);
+    }
+    const batches: ContextFile[][] = [];
+    let bytes = Infinity;
+    for (const f of small) {
+      if (bytes + Number(f.st.size) > HASH_BATCH_BYTES || batches.at(-1)!.length === HASH_BATCH) {
+        batches.push([]);
+        bytes = 0;
+      }
+      batches.at(-1)!.push(f);
+      bytes += Number(f.st.size);
+    }
+    const hashBatch = async (batch: ContextFile[]) => {
+      // One byte more than listed shows a file that grew since; a file that changed size
+      // or failed is hashed again one by one (which reports the failure as it is).
+      const got = await hashFiles(
+        batch.map((f) => f.abs),
+        batch.map((f) => Number(f.st.size) + 1),
+      );
+      for (const [i, f] of batch.entries()) {
+        const r = got?.[i];
+        if (r && 'data' in r && r.data.length === Number(f.st.size)) {
+          onSmall?.(r.digest, r.data);
+          out.set(f.rel, this.remember(f, r.digest));
+        } else {
+          out.set(f.rel, await this.digest(f, onSmall));
+        }
+      }
+    };
+    let nextBatch = 0;
     let next = 0;
     const worker = async () => {
-      while (next < files.length) {
-        const f = files[next++]!;
+      while (nextBatch < batches.length) await hashBatch(batches[nextBatch++]!);
+      while (next < rest.length) {
+        const f = rest[next++]!;
         out.set(f.rel, await this.digest(f, onSmall));
       }
     };

@@ -196,3 +196,45 @@ describe('digestFile', () => {
     }
   });
 });
+
+describe('ContextState.digests', () => {
+  it("gives each listed file's sha256, in batches of small files and one by one, and sees files that changed since the listing", async () => {
+    const { createHash, randomBytes } = await import('node:crypto');
+    const { ContextState } = await import('../../src/host/context-state.js');
+    const { selectContext } = await import('../../src/host/context-select.js');
+    const { hashFiles } = await import('../../src/fssync/fsutil-addon.js');
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'digests-'));
+    try {
+      const ctx = path.join(dir, 'ctx');
+      // 300 small files of up to 40 KiB (several batches, by count and by bytes), one large, one empty.
+      const files = Array.from({ length: 300 }, (_, i) => ({ path: `d${i % 7}/f${i}`, content: randomBytes((i * 137) % (40 << 10)) }));
+      await writeTree(ctx, [...files, { path: 'big', content: randomBytes(3 << 20) }, { path: 'empty', content: '' }]);
+      const listed = (await selectContext(ctx, ['.'])).filter((f) => f.type === 'file');
+      await fsp.appendFile(path.join(ctx, 'd3/f3'), 'grown since');
+      await fsp.writeFile(path.join(ctx, 'd4/f4'), 'x'); // shrank
+      const state = await ContextState.open(path.join(dir, 'state'), ctx);
+      const small = new Map<string, Buffer>();
+      const got = await state.digests(listed, (d, b) => small.set(d, Buffer.from(b)));
+      expect(got.size).toBe(302);
+      for (const f of listed) {
+        const now = await fsp.readFile(f.abs);
+        const d = createHash('sha256').update(now).digest('hex');
+        expect(got.get(f.rel), f.rel).toBe(d);
+        if (now.length && now.length <= 256 << 10 && f.rel !== 'd3/f3' && f.rel !== 'd4/f4') expect(small.get(d)?.equals(now), f.rel).toBe(true);
+      }
+      // A file gone since the listing fails the walk with its own error.
+      await fsp.rm(path.join(ctx, 'd5/f5'));
+      const again = await ContextState.open(path.join(dir, 'state2'), ctx);
+      await expect(again.digests(listed)).rejects.toMatchObject({ code: 'ENOENT' });
+      // The batch job: a final symlink is refused, a missing file reported, each with its code.
+      await fsp.symlink('d0/f0', path.join(ctx, 'link'));
+      const r = await hashFiles([path.join(ctx, 'link'), path.join(ctx, 'missing'), path.join(ctx, 'd0/f7')], [10, 10, 100 << 10]);
+      expect(r).toBeDefined();
+      expect(r![0]).toMatchObject({ error: { code: 'ELOOP' } });
+      expect(r![1]).toMatchObject({ error: { code: 'ENOENT' } });
+      expect(r![2]).toEqual({ data: files[7]!.content, digest: createHash('sha256').update(files[7]!.content).digest('hex') });
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
