@@ -186,7 +186,8 @@ export class ContextState {
     return readManifestFile(path.join(this.dir, 'manifests'), hash);
   }
 
-  saveManifest(hash: string, records: ManifestRecord[]): Promise<void> {
-    return writeManifestFile(path.join(this.dir, 'manifests'), hash, () => encodeManifest(records), KEEP_MANIFESTS);
+  /** Keeps a manifest sent; `encoded`, when given, is `encodeManifest(records)`. */
+  saveManifest(hash: string, records: ManifestRecord[], encoded?: Buffer): Promise<void> {
+    return writeManifestFile(path.join(this.dir, 'manifests'), hash, () => encoded ?? encodeManifest(records), KEEP_MANIFESTS);
   }
 }

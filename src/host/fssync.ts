@@ -12,7 +12,7 @@ import { decodeExcludePatterns, decodeFollowPaths } from '../protocol/followpath
 import { createFilter } from '../fssync/filter.js';
 import { ContextSelector, normalizePattern, selectContext, type ContextFile } from './context-select.js';
 import { ContextState } from './context-state.js';
-import { diffManifests, encodeManifest, manifestHash, type ManifestRecord } from '../fssync/manifest.js';
+import { diffManifests, encodeManifest, type ManifestRecord } from '../fssync/manifest.js';
 import { END_OF_ARCHIVE, contentPadding, entryHeader, type TarEntry } from './tar-writer.js';
 
 export const CHUNK_SIZE = 4 << 20;
@@ -338,18 +338,20 @@ export class ManifestServer {
         digest,
       };
     });
-    const hash = manifestHash(records);
+    // Encoded once: the hash is that of exactly these bytes, and they are the full manifest.
+    const encoded = encodeManifest(records);
+    const hash = createHash('sha256').update(encoded).digest('hex');
     const offered = req.metadata.base ?? '';
     // Unchanged: an empty delta against the shim's own copy. Otherwise a delta when the
     // manifest the shim offers is one we sent, else the whole manifest.
     const base = offered === hash ? records : offered ? await state.loadManifest(offered) : undefined;
-    const body = base === records ? Buffer.alloc(0) : base ? diffManifests(base, records) : encodeManifest(records);
+    const body = base === records ? Buffer.alloc(0) : base ? diffManifests(base, records) : encoded;
     const metadata = { os: 'linux', stage: 'fssync', mode: 'manifest', hash, base: base ? offered : '' };
     const out = new Chunker((data, complete) => send({ buildId, buildTransfer: { ...reply(req, { data, complete }), metadata } }));
     await out.push(body);
     await out.flush(true);
     // Saved off the build's critical path (the shim is waiting to fetch); see flush().
-    const saving = Promise.all([state.saveManifest(hash, records), state.saveStats(whole ? new Set(files.map((f) => f.rel)) : undefined)]).then(() => {});
+    const saving = Promise.all([state.saveManifest(hash, records, encoded), state.saveStats(whole ? new Set(files.map((f) => f.rel)) : undefined)]).then(() => {});
     saving.catch(() => {});
     this.saving = this.saving.then(() => saving).catch((err: unknown) => {
       this.saveError ??= err;
