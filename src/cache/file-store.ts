@@ -1,17 +1,19 @@
 /**
- * The per-file content-addressed store of the incremental context transfer: one file per
- * sha256 of content, `sha256/<2 hex>/<64 hex>`, shared by every context and build, so a
- * renamed or copied file, or the same file in another context, is never sent twice.
+ * The content-addressed store of the incremental context transfer: contents by sha256
+ * (small ones in pack files, see packs.ts; the others one file each,
+ * `sha256/<2 hex>/<64 hex>`), shared by every context and build, so a renamed or copied
+ * file, or the same file in another context, is never sent twice.
  *
  * Content arrives through `begin()`: bytes are written to a temporary file, checked
  * against the digest at the end and only then renamed into place, so a crash or a wrong
  * byte never leaves a file that looks complete. The temporary file is made in the
  * directory its content goes to (`sha256/<2 hex>/.tmp-…`): creating and renaming thousands
- * of files in one directory, and renaming between directories (which the kernel serialises
- * per file system), cost the 20 000-file context seconds of system time in lock contention. While a file is still arriving it can
- * already be read (`open()` follows the writer), so DiffCopy to buildkitd overlaps the
- * transfer from the host. Files that builds hold (`pin()`) are never removed; beyond
- * `maxBytes` the least recently used of the others go first.
+ * of files in one directory, and renaming between directories (which the kernel
+ * serialises per file system), cost the 20 000-file context seconds of system time in
+ * lock contention. While a file is still arriving it can already be read (`open()`
+ * follows the writer), so DiffCopy to buildkitd overlaps the transfer from the host.
+ * Files that builds hold (`pin()`) are never removed; beyond `maxBytes` the least recently
+ * used of the others go first.
  */
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -304,7 +306,8 @@ export class FileStore {
       await inc.finishWhole(data, async () => {
         const loc = await this.packs.append(inc.digest, data);
         // Known before the file settles: a reader waiting for it looks here next.
-        this.recent.set(inc.digest, data);
+        // A copy: `data` may be a view into a much larger message buffer.
+        this.recent.set(inc.digest, Buffer.from(data));
         if (!this.known.has(inc.digest)) this.known.set(inc.digest, { size: inc.size, loc, used: this.touchPack(loc) });
       });
     } else if (data) {
