@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Regenerates src/gen/ (typed TypeScript, ts-proto) from every .proto under proto/: grpc-js
-# service clients for BuildKit's APIs, and for apple's Builder API (com/apple/...) plain
-# service definitions with no grpc-js import, so the host CLI never loads grpc-js (about
-# 100 ms of its start-up) and the shim serves it with src/rpc/server.ts.
+# Regenerates src/gen/ (typed TypeScript, ts-proto) from every .proto under proto/, with
+# plain service definitions (ts-proto generic-definitions) and no grpc-js import: neither
+# the host CLI nor the shim loads grpc-js (about 120 ms of start-up); the shim serves with
+# src/rpc/server.ts and calls buildkitd with src/rpc/client.ts. Tests that want grpc-js
+# clients make them from the definitions (test/harness/grpc-service.ts).
 # Uses only locally installed tools: the protoc npm package (binary + well-known-type
 # includes) and the ts-proto plugin. Nothing is downloaded. Output is deterministic.
 set -euo pipefail
@@ -17,7 +18,6 @@ PROTO_DIR="proto"
 OUT_DIR="src/gen"
 
 COMMON_OPTS="forceLong=bigint,esModuleInterop=true,importSuffix=.js,env=node,useDate=false,outputTypeRegistry=false,snakeToCamel=true"
-GENERIC_PREFIX="com/apple/"
 
 for f in "$PROTOC" "$PLUGIN"; do
   [[ -x "$f" ]] || { echo "gen-proto: missing $f (run npm ci)" >&2; exit 1; }
@@ -48,13 +48,7 @@ generate() { # services-option proto...
     -I "$WKT_INCLUDE" \
     "${@/#/$PROTO_DIR/}"
 }
-GENERIC=()
-GRPC=()
-for p in "${PROTOS[@]}"; do
-  if [[ "$p" == "$GENERIC_PREFIX"* ]]; then GENERIC+=("$p"); else GRPC+=("$p"); fi
-done
-generate generic-definitions "${GENERIC[@]}"
-generate grpc-js "${GRPC[@]}"
+generate generic-definitions "${PROTOS[@]}"
 
 # Decoded bytes fields become views of the message buffer instead of copies (ts-proto's
 # env=node copies each one). Every buffer we decode is owned by that one message: our

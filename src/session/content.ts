@@ -3,9 +3,9 @@
  * base-image blobs through it, naming the store in the `buildkit-attachable-store-id`
  * header ("oci:<id>"). Read-only: Info and Read; everything else is UNIMPLEMENTED.
  */
-import { ContentService } from '../gen/github.com/containerd/containerd/api/services/content/v1/content.js';
+import { ContentDefinition as Content } from '../gen/github.com/containerd/containerd/api/services/content/v1/content.js';
 import { Code, ShimError } from '../rpc/errors.js';
-import type { Metadata, MethodDef, RpcServer } from '../rpc/server.js';
+import { methodDef, type GenericMethod, type Metadata, type RpcServer } from '../rpc/server.js';
 import { firstValue } from './metadata.js';
 import { pushVarint } from '../rpc/wire.js';
 
@@ -49,13 +49,13 @@ export function registerContent(server: RpcServer, stores: Readonly<Record<strin
     return store;
   };
 
-  server.unary(ContentService.info, async (req, call) => {
+  server.unary(methodDef(Content, Content.methods.info), async (req, call) => {
     const store = choose(call.metadata);
     const size = await store.size(checkDigest(req.digest), call.signal);
     return { info: { digest: req.digest, size, createdAt: undefined, updatedAt: undefined, labels: {} } };
   });
 
-  server.stream(ContentService.read, async (call) => {
+  server.stream(methodDef(Content, Content.methods.read), async (call) => {
     const store = choose(call.metadata);
     let req: { digest: string; offset: bigint; size: bigint } | undefined;
     for await (const m of call.messages()) req = m;
@@ -75,7 +75,7 @@ export function registerContent(server: RpcServer, stores: Readonly<Record<strin
   });
 
   for (const m of ['update', 'list', 'delete', 'status', 'listStatuses', 'write', 'abort'] as const) {
-    const def = ContentService[m] as MethodDef<unknown, unknown>;
+    const def = methodDef(Content, Content.methods[m] as GenericMethod<unknown, unknown>);
     server.stream(def, async () => {
       throw new ShimError(Code.UNIMPLEMENTED, 'content-readonly', `${def.path} is not supported: the session store is read-only`);
     });

@@ -4,9 +4,9 @@
  * header ("default" when absent).
  */
 import net from 'node:net';
-import { SSHService } from '../gen/github.com/moby/buildkit/session/sshforward/ssh.js';
+import { SSHDefinition as SSH } from '../gen/github.com/moby/buildkit/session/sshforward/ssh.js';
 import { Code, ShimError } from '../rpc/errors.js';
-import type { RpcServer } from '../rpc/server.js';
+import { methodDef, type RpcServer } from '../rpc/server.js';
 import { drainOrClose } from '../rpc/drain.js';
 import { firstValue } from './metadata.js';
 
@@ -19,11 +19,11 @@ export function registerSsh(server: RpcServer, agents: ReadonlyMap<string, strin
     if (!path) throw new ShimError(Code.NOT_FOUND, 'ssh-unset', `unset ssh forward key ${key}`);
     return path;
   };
-  server.unary(SSHService.checkAgent, async (req) => {
+  server.unary(methodDef(SSH, SSH.methods.checkAgent), async (req) => {
     socketFor(req.ID);
     return {};
   });
-  server.stream(SSHService.forwardAgent, async (call) => {
+  server.stream(methodDef(SSH, SSH.methods.forwardAgent), async (call) => {
     const path = socketFor(firstValue(call.metadata, SSH_ID_HEADER));
     const sock = net.connect(path);
     await new Promise<void>((resolve, reject) => {

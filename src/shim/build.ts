@@ -7,7 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { ClientStream, ServerStream } from '../gen/com/apple/container/build/v1/builder.js';
-import type { ControlClient, SolveRequest } from '../gen/github.com/moby/buildkit/api/services/control/control.js';
+import type { SolveRequest } from '../gen/github.com/moby/buildkit/api/services/control/control.js';
 import { Code, ShimError, toStatus } from '../rpc/errors.js';
 import type { Metadata, ServerCall } from '../rpc/server.js';
 import { STREAMED_HEADERS } from '../protocol/streamed-headers.js';
@@ -30,13 +30,13 @@ import { TtyPrinter } from '../progress/tty.js';
 import { parseBuildOptions, type BuildOptions } from './build-options.js';
 import { HostChannel } from './host-channel.js';
 import { ProgressPump } from './progress-pump.js';
-import { callSolve, collectGarbage, followStatus } from './control.js';
+import { callSolve, collectGarbage, followStatus, type Control } from './control.js';
 import type { Logger } from './log.js';
 import type { BuildkitHealth } from './buildkitd.js';
 import type { Metrics } from './metrics.js';
 
 export interface BuildEnv {
-  control: ControlClient;
+  control: Control;
   /** Where `control` connects; the session tunnel opens a connection of its own there. */
   buildkitAddr: string;
   buildkit: BuildkitHealth;

@@ -7,9 +7,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import type { ControlClient } from '../gen/github.com/moby/buildkit/api/services/control/control.js';
 import { Code, ShimError } from '../rpc/errors.js';
-import { listWorkers } from './control.js';
+import { listWorkers, type Control } from './control.js';
 import type { Logger } from './log.js';
 
 export type BuildkitState = 'starting' | 'ready' | 'down' | 'stopped';
@@ -24,7 +23,7 @@ export interface BuildkitHealth {
 }
 
 /** The checks for a buildkitd the shim does not own: a quick ListWorkers before each build. */
-export function externalBuildkit(control: ControlClient, addr: string): BuildkitHealth {
+export function externalBuildkit(control: Control, addr: string): BuildkitHealth {
   let last: BuildkitState = 'starting';
   return {
     state: () => last,
@@ -47,7 +46,7 @@ export interface SupervisorOptions {
   args: string[];
   /** The unix socket buildkitd is told to listen on. */
   socketPath: string;
-  control: ControlClient;
+  control: Control;
   log: Logger;
   readyTimeoutMs?: number;
 }

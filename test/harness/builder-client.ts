@@ -1,15 +1,13 @@
 // A grpc-js client for apple's Builder API, as a stand-in for the Swift host's gRPC stack
 // (the product's host speaks the API with src/rpc/client.ts). The Builder API is generated
-// as plain definitions (scripts/gen-proto.sh), so the client is made from them here.
+// as plain definitions (scripts/gen-proto.sh), so the client is made from them.
 import {
-  makeGenericClientConstructor,
   type CallOptions,
   type Client,
   type ClientDuplexStream,
   type ClientOptions,
   type ChannelCredentials,
   type Metadata,
-  type ServiceDefinition,
   type ServiceError,
 } from '@grpc/grpc-js';
 import {
@@ -21,6 +19,7 @@ import {
   type InfoResponse,
   type ServerStream,
 } from '../../src/gen/com/apple/container/build/v1/builder.js';
+import { grpcClient } from './grpc-service.js';
 
 type Callback<T> = (err: ServiceError | null, res?: T) => void;
 
@@ -31,30 +30,6 @@ export interface BuilderClient extends Client {
   createBuild(req: CreateBuildRequest, metadata: Metadata, cb: Callback<CreateBuildResponse>): void;
 }
 
-interface Codec<T> {
-  encode(m: T): { finish(): Uint8Array };
-  decode(b: Uint8Array): T;
-}
-
-const service: ServiceDefinition = Object.fromEntries(
-  Object.entries(BuilderDefinition.methods).map(([key, m]) => {
-    const req = m.requestType as unknown as Codec<unknown>;
-    const res = m.responseType as unknown as Codec<unknown>;
-    return [
-      key,
-      {
-        path: `/${BuilderDefinition.fullName}/${m.name}`,
-        requestStream: m.requestStream,
-        responseStream: m.responseStream,
-        requestSerialize: (v: unknown) => Buffer.from(req.encode(v).finish()),
-        requestDeserialize: (b: Buffer) => req.decode(b),
-        responseSerialize: (v: unknown) => Buffer.from(res.encode(v).finish()),
-        responseDeserialize: (b: Buffer) => res.decode(b),
-      },
-    ];
-  }),
-);
-
-export const BuilderClient = makeGenericClientConstructor(service, BuilderDefinition.name) as unknown as {
+export const BuilderClient = grpcClient(BuilderDefinition) as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): BuilderClient;
 };

@@ -3,9 +3,10 @@
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Metadata, credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, credentials, status, type Client, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ContentClient } from '../../src/gen/github.com/containerd/containerd/api/services/content/v1/content.js';
+import { ContentDefinition } from '../../src/gen/github.com/containerd/containerd/api/services/content/v1/content.js';
+import { grpcClient } from '../harness/grpc-service.js';
 import { Code, ShimError } from '../../src/rpc/errors.js';
 import { RpcServer } from '../../src/rpc/server.js';
 import { STORE_ID_HEADER, registerContent, type ContentProvider } from '../../src/session/content.js';
@@ -24,6 +25,7 @@ const provider: ContentProvider = {
 
 let dir: string;
 let server: RpcServer;
+type ContentClient = Client & { read(req: { digest: string; offset: bigint; size: bigint }, md: Metadata): ClientReadableStream<{ data: Buffer }> };
 let client: ContentClient;
 
 beforeAll(async () => {
@@ -31,7 +33,7 @@ beforeAll(async () => {
   server = new RpcServer({ firstRequestTimeoutMs: 0 });
   registerContent(server, { 'oci:test': provider });
   await server.listen({ path: path.join(dir, 's.sock') });
-  client = new ContentClient(`unix://${path.join(dir, 's.sock')}`, credentials.createInsecure());
+  client = new (grpcClient(ContentDefinition))(`unix://${path.join(dir, 's.sock')}`, credentials.createInsecure()) as unknown as ContentClient;
 });
 afterAll(async () => {
   client?.close();

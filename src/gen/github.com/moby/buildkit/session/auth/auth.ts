@@ -6,18 +6,6 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import {
-  type CallOptions,
-  type ChannelCredentials,
-  Client,
-  type ClientOptions,
-  type ClientUnaryCall,
-  type handleUnaryCall,
-  makeGenericClientConstructor,
-  type Metadata,
-  type ServiceError,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
 
 export const protobufPackage = "moby.filesync.v1";
 
@@ -784,125 +772,45 @@ export const VerifyTokenAuthorityResponse: MessageFns<VerifyTokenAuthorityRespon
   },
 };
 
-export type AuthService = typeof AuthService;
-export const AuthService = {
-  credentials: {
-    path: "/moby.filesync.v1.Auth/Credentials" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: CredentialsRequest): Buffer => Buffer.from(CredentialsRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): CredentialsRequest => CredentialsRequest.decode(value),
-    responseSerialize: (value: CredentialsResponse): Buffer => Buffer.from(CredentialsResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): CredentialsResponse => CredentialsResponse.decode(value),
-  },
-  fetchToken: {
-    path: "/moby.filesync.v1.Auth/FetchToken" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: FetchTokenRequest): Buffer => Buffer.from(FetchTokenRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): FetchTokenRequest => FetchTokenRequest.decode(value),
-    responseSerialize: (value: FetchTokenResponse): Buffer => Buffer.from(FetchTokenResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): FetchTokenResponse => FetchTokenResponse.decode(value),
-  },
-  getTokenAuthority: {
-    path: "/moby.filesync.v1.Auth/GetTokenAuthority" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: GetTokenAuthorityRequest): Buffer =>
-      Buffer.from(GetTokenAuthorityRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): GetTokenAuthorityRequest => GetTokenAuthorityRequest.decode(value),
-    responseSerialize: (value: GetTokenAuthorityResponse): Buffer =>
-      Buffer.from(GetTokenAuthorityResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): GetTokenAuthorityResponse => GetTokenAuthorityResponse.decode(value),
-  },
-  verifyTokenAuthority: {
-    path: "/moby.filesync.v1.Auth/VerifyTokenAuthority" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: VerifyTokenAuthorityRequest): Buffer =>
-      Buffer.from(VerifyTokenAuthorityRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): VerifyTokenAuthorityRequest => VerifyTokenAuthorityRequest.decode(value),
-    responseSerialize: (value: VerifyTokenAuthorityResponse): Buffer =>
-      Buffer.from(VerifyTokenAuthorityResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): VerifyTokenAuthorityResponse => VerifyTokenAuthorityResponse.decode(value),
+export type AuthDefinition = typeof AuthDefinition;
+export const AuthDefinition = {
+  name: "Auth",
+  fullName: "moby.filesync.v1.Auth",
+  methods: {
+    credentials: {
+      name: "Credentials",
+      requestType: CredentialsRequest as typeof CredentialsRequest,
+      requestStream: false,
+      responseType: CredentialsResponse as typeof CredentialsResponse,
+      responseStream: false,
+      options: {},
+    },
+    fetchToken: {
+      name: "FetchToken",
+      requestType: FetchTokenRequest as typeof FetchTokenRequest,
+      requestStream: false,
+      responseType: FetchTokenResponse as typeof FetchTokenResponse,
+      responseStream: false,
+      options: {},
+    },
+    getTokenAuthority: {
+      name: "GetTokenAuthority",
+      requestType: GetTokenAuthorityRequest as typeof GetTokenAuthorityRequest,
+      requestStream: false,
+      responseType: GetTokenAuthorityResponse as typeof GetTokenAuthorityResponse,
+      responseStream: false,
+      options: {},
+    },
+    verifyTokenAuthority: {
+      name: "VerifyTokenAuthority",
+      requestType: VerifyTokenAuthorityRequest as typeof VerifyTokenAuthorityRequest,
+      requestStream: false,
+      responseType: VerifyTokenAuthorityResponse as typeof VerifyTokenAuthorityResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
-
-export interface AuthServer extends UntypedServiceImplementation {
-  credentials: handleUnaryCall<CredentialsRequest, CredentialsResponse>;
-  fetchToken: handleUnaryCall<FetchTokenRequest, FetchTokenResponse>;
-  getTokenAuthority: handleUnaryCall<GetTokenAuthorityRequest, GetTokenAuthorityResponse>;
-  verifyTokenAuthority: handleUnaryCall<VerifyTokenAuthorityRequest, VerifyTokenAuthorityResponse>;
-}
-
-export interface AuthClient extends Client {
-  credentials(
-    request: CredentialsRequest,
-    callback: (error: ServiceError | null, response: CredentialsResponse) => void,
-  ): ClientUnaryCall;
-  credentials(
-    request: CredentialsRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: CredentialsResponse) => void,
-  ): ClientUnaryCall;
-  credentials(
-    request: CredentialsRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: CredentialsResponse) => void,
-  ): ClientUnaryCall;
-  fetchToken(
-    request: FetchTokenRequest,
-    callback: (error: ServiceError | null, response: FetchTokenResponse) => void,
-  ): ClientUnaryCall;
-  fetchToken(
-    request: FetchTokenRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: FetchTokenResponse) => void,
-  ): ClientUnaryCall;
-  fetchToken(
-    request: FetchTokenRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: FetchTokenResponse) => void,
-  ): ClientUnaryCall;
-  getTokenAuthority(
-    request: GetTokenAuthorityRequest,
-    callback: (error: ServiceError | null, response: GetTokenAuthorityResponse) => void,
-  ): ClientUnaryCall;
-  getTokenAuthority(
-    request: GetTokenAuthorityRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: GetTokenAuthorityResponse) => void,
-  ): ClientUnaryCall;
-  getTokenAuthority(
-    request: GetTokenAuthorityRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: GetTokenAuthorityResponse) => void,
-  ): ClientUnaryCall;
-  verifyTokenAuthority(
-    request: VerifyTokenAuthorityRequest,
-    callback: (error: ServiceError | null, response: VerifyTokenAuthorityResponse) => void,
-  ): ClientUnaryCall;
-  verifyTokenAuthority(
-    request: VerifyTokenAuthorityRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: VerifyTokenAuthorityResponse) => void,
-  ): ClientUnaryCall;
-  verifyTokenAuthority(
-    request: VerifyTokenAuthorityRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: VerifyTokenAuthorityResponse) => void,
-  ): ClientUnaryCall;
-}
-
-export const AuthClient = makeGenericClientConstructor(AuthService, "moby.filesync.v1.Auth") as unknown as {
-  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): AuthClient;
-  service: typeof AuthService;
-  serviceName: string;
-};
 
 function bytesFromBase64(b64: string): Uint8Array {
   return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));

@@ -6,17 +6,6 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import {
-  type CallOptions,
-  type ChannelCredentials,
-  Client,
-  type ClientDuplexStream,
-  type ClientOptions,
-  type handleBidiStreamingCall,
-  makeGenericClientConstructor,
-  type Metadata,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
 import { Packet } from "../../../../tonistiigi/fsutil/types/wire.js";
 
 export const protobufPackage = "moby.filesync.v1";
@@ -97,77 +86,46 @@ export const BytesMessage: MessageFns<BytesMessage> = {
 };
 
 /** Served by the client: lets the daemon pull local directories. */
-export type FileSyncService = typeof FileSyncService;
-export const FileSyncService = {
-  diffCopy: {
-    path: "/moby.filesync.v1.FileSync/DiffCopy" as const,
-    requestStream: true as const,
-    responseStream: true as const,
-    requestSerialize: (value: Packet): Buffer => Buffer.from(Packet.encode(value).finish()),
-    requestDeserialize: (value: Buffer): Packet => Packet.decode(value),
-    responseSerialize: (value: Packet): Buffer => Buffer.from(Packet.encode(value).finish()),
-    responseDeserialize: (value: Buffer): Packet => Packet.decode(value),
-  },
-  tarStream: {
-    path: "/moby.filesync.v1.FileSync/TarStream" as const,
-    requestStream: true as const,
-    responseStream: true as const,
-    requestSerialize: (value: Packet): Buffer => Buffer.from(Packet.encode(value).finish()),
-    requestDeserialize: (value: Buffer): Packet => Packet.decode(value),
-    responseSerialize: (value: Packet): Buffer => Buffer.from(Packet.encode(value).finish()),
-    responseDeserialize: (value: Buffer): Packet => Packet.decode(value),
+export type FileSyncDefinition = typeof FileSyncDefinition;
+export const FileSyncDefinition = {
+  name: "FileSync",
+  fullName: "moby.filesync.v1.FileSync",
+  methods: {
+    diffCopy: {
+      name: "DiffCopy",
+      requestType: Packet as typeof Packet,
+      requestStream: true,
+      responseType: Packet as typeof Packet,
+      responseStream: true,
+      options: {},
+    },
+    tarStream: {
+      name: "TarStream",
+      requestType: Packet as typeof Packet,
+      requestStream: true,
+      responseType: Packet as typeof Packet,
+      responseStream: true,
+      options: {},
+    },
   },
 } as const;
-
-export interface FileSyncServer extends UntypedServiceImplementation {
-  diffCopy: handleBidiStreamingCall<Packet, Packet>;
-  tarStream: handleBidiStreamingCall<Packet, Packet>;
-}
-
-export interface FileSyncClient extends Client {
-  diffCopy(): ClientDuplexStream<Packet, Packet>;
-  diffCopy(options: Partial<CallOptions>): ClientDuplexStream<Packet, Packet>;
-  diffCopy(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<Packet, Packet>;
-  tarStream(): ClientDuplexStream<Packet, Packet>;
-  tarStream(options: Partial<CallOptions>): ClientDuplexStream<Packet, Packet>;
-  tarStream(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<Packet, Packet>;
-}
-
-export const FileSyncClient = makeGenericClientConstructor(FileSyncService, "moby.filesync.v1.FileSync") as unknown as {
-  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): FileSyncClient;
-  service: typeof FileSyncService;
-  serviceName: string;
-};
 
 /** Served by the client: receives exporter output from the daemon. */
-export type FileSendService = typeof FileSendService;
-export const FileSendService = {
-  diffCopy: {
-    path: "/moby.filesync.v1.FileSend/DiffCopy" as const,
-    requestStream: true as const,
-    responseStream: true as const,
-    requestSerialize: (value: BytesMessage): Buffer => Buffer.from(BytesMessage.encode(value).finish()),
-    requestDeserialize: (value: Buffer): BytesMessage => BytesMessage.decode(value),
-    responseSerialize: (value: BytesMessage): Buffer => Buffer.from(BytesMessage.encode(value).finish()),
-    responseDeserialize: (value: Buffer): BytesMessage => BytesMessage.decode(value),
+export type FileSendDefinition = typeof FileSendDefinition;
+export const FileSendDefinition = {
+  name: "FileSend",
+  fullName: "moby.filesync.v1.FileSend",
+  methods: {
+    diffCopy: {
+      name: "DiffCopy",
+      requestType: BytesMessage as typeof BytesMessage,
+      requestStream: true,
+      responseType: BytesMessage as typeof BytesMessage,
+      responseStream: true,
+      options: {},
+    },
   },
 } as const;
-
-export interface FileSendServer extends UntypedServiceImplementation {
-  diffCopy: handleBidiStreamingCall<BytesMessage, BytesMessage>;
-}
-
-export interface FileSendClient extends Client {
-  diffCopy(): ClientDuplexStream<BytesMessage, BytesMessage>;
-  diffCopy(options: Partial<CallOptions>): ClientDuplexStream<BytesMessage, BytesMessage>;
-  diffCopy(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<BytesMessage, BytesMessage>;
-}
-
-export const FileSendClient = makeGenericClientConstructor(FileSendService, "moby.filesync.v1.FileSend") as unknown as {
-  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): FileSendClient;
-  service: typeof FileSendService;
-  serviceName: string;
-};
 
 function bytesFromBase64(b64: string): Uint8Array {
   return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));

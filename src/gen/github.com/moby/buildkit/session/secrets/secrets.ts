@@ -6,18 +6,6 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import {
-  type CallOptions,
-  type ChannelCredentials,
-  Client,
-  type ClientOptions,
-  type ClientUnaryCall,
-  type handleUnaryCall,
-  makeGenericClientConstructor,
-  type Metadata,
-  type ServiceError,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
 
 export const protobufPackage = "moby.buildkit.secrets.v1";
 
@@ -310,49 +298,21 @@ export const GetSecretResponse: MessageFns<GetSecretResponse> = {
   },
 };
 
-export type SecretsService = typeof SecretsService;
-export const SecretsService = {
-  getSecret: {
-    path: "/moby.buildkit.secrets.v1.Secrets/GetSecret" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: GetSecretRequest): Buffer => Buffer.from(GetSecretRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): GetSecretRequest => GetSecretRequest.decode(value),
-    responseSerialize: (value: GetSecretResponse): Buffer => Buffer.from(GetSecretResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): GetSecretResponse => GetSecretResponse.decode(value),
+export type SecretsDefinition = typeof SecretsDefinition;
+export const SecretsDefinition = {
+  name: "Secrets",
+  fullName: "moby.buildkit.secrets.v1.Secrets",
+  methods: {
+    getSecret: {
+      name: "GetSecret",
+      requestType: GetSecretRequest as typeof GetSecretRequest,
+      requestStream: false,
+      responseType: GetSecretResponse as typeof GetSecretResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
-
-export interface SecretsServer extends UntypedServiceImplementation {
-  getSecret: handleUnaryCall<GetSecretRequest, GetSecretResponse>;
-}
-
-export interface SecretsClient extends Client {
-  getSecret(
-    request: GetSecretRequest,
-    callback: (error: ServiceError | null, response: GetSecretResponse) => void,
-  ): ClientUnaryCall;
-  getSecret(
-    request: GetSecretRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: GetSecretResponse) => void,
-  ): ClientUnaryCall;
-  getSecret(
-    request: GetSecretRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: GetSecretResponse) => void,
-  ): ClientUnaryCall;
-}
-
-export const SecretsClient = makeGenericClientConstructor(
-  SecretsService,
-  "moby.buildkit.secrets.v1.Secrets",
-) as unknown as {
-  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): SecretsClient;
-  service: typeof SecretsService;
-  serviceName: string;
-};
 
 function bytesFromBase64(b64: string): Uint8Array {
   return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));

@@ -6,20 +6,6 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import {
-  type CallOptions,
-  type ChannelCredentials,
-  Client,
-  type ClientDuplexStream,
-  type ClientOptions,
-  type ClientUnaryCall,
-  type handleBidiStreamingCall,
-  type handleUnaryCall,
-  makeGenericClientConstructor,
-  type Metadata,
-  type ServiceError,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
 
 export const protobufPackage = "moby.sshforward.v1";
 
@@ -224,59 +210,29 @@ export const CheckAgentResponse: MessageFns<CheckAgentResponse> = {
   },
 };
 
-export type SSHService = typeof SSHService;
-export const SSHService = {
-  checkAgent: {
-    path: "/moby.sshforward.v1.SSH/CheckAgent" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: CheckAgentRequest): Buffer => Buffer.from(CheckAgentRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): CheckAgentRequest => CheckAgentRequest.decode(value),
-    responseSerialize: (value: CheckAgentResponse): Buffer => Buffer.from(CheckAgentResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): CheckAgentResponse => CheckAgentResponse.decode(value),
-  },
-  forwardAgent: {
-    path: "/moby.sshforward.v1.SSH/ForwardAgent" as const,
-    requestStream: true as const,
-    responseStream: true as const,
-    requestSerialize: (value: BytesMessage): Buffer => Buffer.from(BytesMessage.encode(value).finish()),
-    requestDeserialize: (value: Buffer): BytesMessage => BytesMessage.decode(value),
-    responseSerialize: (value: BytesMessage): Buffer => Buffer.from(BytesMessage.encode(value).finish()),
-    responseDeserialize: (value: Buffer): BytesMessage => BytesMessage.decode(value),
+export type SSHDefinition = typeof SSHDefinition;
+export const SSHDefinition = {
+  name: "SSH",
+  fullName: "moby.sshforward.v1.SSH",
+  methods: {
+    checkAgent: {
+      name: "CheckAgent",
+      requestType: CheckAgentRequest as typeof CheckAgentRequest,
+      requestStream: false,
+      responseType: CheckAgentResponse as typeof CheckAgentResponse,
+      responseStream: false,
+      options: {},
+    },
+    forwardAgent: {
+      name: "ForwardAgent",
+      requestType: BytesMessage as typeof BytesMessage,
+      requestStream: true,
+      responseType: BytesMessage as typeof BytesMessage,
+      responseStream: true,
+      options: {},
+    },
   },
 } as const;
-
-export interface SSHServer extends UntypedServiceImplementation {
-  checkAgent: handleUnaryCall<CheckAgentRequest, CheckAgentResponse>;
-  forwardAgent: handleBidiStreamingCall<BytesMessage, BytesMessage>;
-}
-
-export interface SSHClient extends Client {
-  checkAgent(
-    request: CheckAgentRequest,
-    callback: (error: ServiceError | null, response: CheckAgentResponse) => void,
-  ): ClientUnaryCall;
-  checkAgent(
-    request: CheckAgentRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: CheckAgentResponse) => void,
-  ): ClientUnaryCall;
-  checkAgent(
-    request: CheckAgentRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: CheckAgentResponse) => void,
-  ): ClientUnaryCall;
-  forwardAgent(): ClientDuplexStream<BytesMessage, BytesMessage>;
-  forwardAgent(options: Partial<CallOptions>): ClientDuplexStream<BytesMessage, BytesMessage>;
-  forwardAgent(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<BytesMessage, BytesMessage>;
-}
-
-export const SSHClient = makeGenericClientConstructor(SSHService, "moby.sshforward.v1.SSH") as unknown as {
-  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): SSHClient;
-  service: typeof SSHService;
-  serviceName: string;
-};
 
 function bytesFromBase64(b64: string): Uint8Array {
   return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));

@@ -6,22 +6,6 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import {
-  type CallOptions,
-  type ChannelCredentials,
-  Client,
-  type ClientDuplexStream,
-  type ClientOptions,
-  type ClientReadableStream,
-  type ClientUnaryCall,
-  type handleBidiStreamingCall,
-  type handleServerStreamingCall,
-  type handleUnaryCall,
-  makeGenericClientConstructor,
-  type Metadata,
-  type ServiceError,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
 import { Timestamp } from "../../../../../../google/protobuf/timestamp.js";
 import { Status } from "../../../../../../google/rpc/status.js";
 import { Definition, ProgressGroup, Range, SourceInfo } from "../../../solver/pb/ops.js";
@@ -5277,208 +5261,86 @@ export const Exporter_AttrsEntry: MessageFns<Exporter_AttrsEntry> = {
   },
 };
 
-export type ControlService = typeof ControlService;
-export const ControlService = {
-  diskUsage: {
-    path: "/moby.buildkit.v1.Control/DiskUsage" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: DiskUsageRequest): Buffer => Buffer.from(DiskUsageRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): DiskUsageRequest => DiskUsageRequest.decode(value),
-    responseSerialize: (value: DiskUsageResponse): Buffer => Buffer.from(DiskUsageResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): DiskUsageResponse => DiskUsageResponse.decode(value),
-  },
-  prune: {
-    path: "/moby.buildkit.v1.Control/Prune" as const,
-    requestStream: false as const,
-    responseStream: true as const,
-    requestSerialize: (value: PruneRequest): Buffer => Buffer.from(PruneRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): PruneRequest => PruneRequest.decode(value),
-    responseSerialize: (value: UsageRecord): Buffer => Buffer.from(UsageRecord.encode(value).finish()),
-    responseDeserialize: (value: Buffer): UsageRecord => UsageRecord.decode(value),
-  },
-  solve: {
-    path: "/moby.buildkit.v1.Control/Solve" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: SolveRequest): Buffer => Buffer.from(SolveRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): SolveRequest => SolveRequest.decode(value),
-    responseSerialize: (value: SolveResponse): Buffer => Buffer.from(SolveResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): SolveResponse => SolveResponse.decode(value),
-  },
-  status: {
-    path: "/moby.buildkit.v1.Control/Status" as const,
-    requestStream: false as const,
-    responseStream: true as const,
-    requestSerialize: (value: StatusRequest): Buffer => Buffer.from(StatusRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): StatusRequest => StatusRequest.decode(value),
-    responseSerialize: (value: StatusResponse): Buffer => Buffer.from(StatusResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): StatusResponse => StatusResponse.decode(value),
-  },
-  /** Session tunnel: a nested HTTP/2 connection over BytesMessage frames. */
-  session: {
-    path: "/moby.buildkit.v1.Control/Session" as const,
-    requestStream: true as const,
-    responseStream: true as const,
-    requestSerialize: (value: BytesMessage): Buffer => Buffer.from(BytesMessage.encode(value).finish()),
-    requestDeserialize: (value: Buffer): BytesMessage => BytesMessage.decode(value),
-    responseSerialize: (value: BytesMessage): Buffer => Buffer.from(BytesMessage.encode(value).finish()),
-    responseDeserialize: (value: Buffer): BytesMessage => BytesMessage.decode(value),
-  },
-  listWorkers: {
-    path: "/moby.buildkit.v1.Control/ListWorkers" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: ListWorkersRequest): Buffer => Buffer.from(ListWorkersRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): ListWorkersRequest => ListWorkersRequest.decode(value),
-    responseSerialize: (value: ListWorkersResponse): Buffer => Buffer.from(ListWorkersResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): ListWorkersResponse => ListWorkersResponse.decode(value),
-  },
-  info: {
-    path: "/moby.buildkit.v1.Control/Info" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: InfoRequest): Buffer => Buffer.from(InfoRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): InfoRequest => InfoRequest.decode(value),
-    responseSerialize: (value: InfoResponse): Buffer => Buffer.from(InfoResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): InfoResponse => InfoResponse.decode(value),
-  },
-  listenBuildHistory: {
-    path: "/moby.buildkit.v1.Control/ListenBuildHistory" as const,
-    requestStream: false as const,
-    responseStream: true as const,
-    requestSerialize: (value: BuildHistoryRequest): Buffer => Buffer.from(BuildHistoryRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): BuildHistoryRequest => BuildHistoryRequest.decode(value),
-    responseSerialize: (value: BuildHistoryEvent): Buffer => Buffer.from(BuildHistoryEvent.encode(value).finish()),
-    responseDeserialize: (value: Buffer): BuildHistoryEvent => BuildHistoryEvent.decode(value),
-  },
-  updateBuildHistory: {
-    path: "/moby.buildkit.v1.Control/UpdateBuildHistory" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: UpdateBuildHistoryRequest): Buffer =>
-      Buffer.from(UpdateBuildHistoryRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): UpdateBuildHistoryRequest => UpdateBuildHistoryRequest.decode(value),
-    responseSerialize: (value: UpdateBuildHistoryResponse): Buffer =>
-      Buffer.from(UpdateBuildHistoryResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): UpdateBuildHistoryResponse => UpdateBuildHistoryResponse.decode(value),
+export type ControlDefinition = typeof ControlDefinition;
+export const ControlDefinition = {
+  name: "Control",
+  fullName: "moby.buildkit.v1.Control",
+  methods: {
+    diskUsage: {
+      name: "DiskUsage",
+      requestType: DiskUsageRequest as typeof DiskUsageRequest,
+      requestStream: false,
+      responseType: DiskUsageResponse as typeof DiskUsageResponse,
+      responseStream: false,
+      options: {},
+    },
+    prune: {
+      name: "Prune",
+      requestType: PruneRequest as typeof PruneRequest,
+      requestStream: false,
+      responseType: UsageRecord as typeof UsageRecord,
+      responseStream: true,
+      options: {},
+    },
+    solve: {
+      name: "Solve",
+      requestType: SolveRequest as typeof SolveRequest,
+      requestStream: false,
+      responseType: SolveResponse as typeof SolveResponse,
+      responseStream: false,
+      options: {},
+    },
+    status: {
+      name: "Status",
+      requestType: StatusRequest as typeof StatusRequest,
+      requestStream: false,
+      responseType: StatusResponse as typeof StatusResponse,
+      responseStream: true,
+      options: {},
+    },
+    /** Session tunnel: a nested HTTP/2 connection over BytesMessage frames. */
+    session: {
+      name: "Session",
+      requestType: BytesMessage as typeof BytesMessage,
+      requestStream: true,
+      responseType: BytesMessage as typeof BytesMessage,
+      responseStream: true,
+      options: {},
+    },
+    listWorkers: {
+      name: "ListWorkers",
+      requestType: ListWorkersRequest as typeof ListWorkersRequest,
+      requestStream: false,
+      responseType: ListWorkersResponse as typeof ListWorkersResponse,
+      responseStream: false,
+      options: {},
+    },
+    info: {
+      name: "Info",
+      requestType: InfoRequest as typeof InfoRequest,
+      requestStream: false,
+      responseType: InfoResponse as typeof InfoResponse,
+      responseStream: false,
+      options: {},
+    },
+    listenBuildHistory: {
+      name: "ListenBuildHistory",
+      requestType: BuildHistoryRequest as typeof BuildHistoryRequest,
+      requestStream: false,
+      responseType: BuildHistoryEvent as typeof BuildHistoryEvent,
+      responseStream: true,
+      options: {},
+    },
+    updateBuildHistory: {
+      name: "UpdateBuildHistory",
+      requestType: UpdateBuildHistoryRequest as typeof UpdateBuildHistoryRequest,
+      requestStream: false,
+      responseType: UpdateBuildHistoryResponse as typeof UpdateBuildHistoryResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
-
-export interface ControlServer extends UntypedServiceImplementation {
-  diskUsage: handleUnaryCall<DiskUsageRequest, DiskUsageResponse>;
-  prune: handleServerStreamingCall<PruneRequest, UsageRecord>;
-  solve: handleUnaryCall<SolveRequest, SolveResponse>;
-  status: handleServerStreamingCall<StatusRequest, StatusResponse>;
-  /** Session tunnel: a nested HTTP/2 connection over BytesMessage frames. */
-  session: handleBidiStreamingCall<BytesMessage, BytesMessage>;
-  listWorkers: handleUnaryCall<ListWorkersRequest, ListWorkersResponse>;
-  info: handleUnaryCall<InfoRequest, InfoResponse>;
-  listenBuildHistory: handleServerStreamingCall<BuildHistoryRequest, BuildHistoryEvent>;
-  updateBuildHistory: handleUnaryCall<UpdateBuildHistoryRequest, UpdateBuildHistoryResponse>;
-}
-
-export interface ControlClient extends Client {
-  diskUsage(
-    request: DiskUsageRequest,
-    callback: (error: ServiceError | null, response: DiskUsageResponse) => void,
-  ): ClientUnaryCall;
-  diskUsage(
-    request: DiskUsageRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: DiskUsageResponse) => void,
-  ): ClientUnaryCall;
-  diskUsage(
-    request: DiskUsageRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: DiskUsageResponse) => void,
-  ): ClientUnaryCall;
-  prune(request: PruneRequest, options?: Partial<CallOptions>): ClientReadableStream<UsageRecord>;
-  prune(request: PruneRequest, metadata?: Metadata, options?: Partial<CallOptions>): ClientReadableStream<UsageRecord>;
-  solve(
-    request: SolveRequest,
-    callback: (error: ServiceError | null, response: SolveResponse) => void,
-  ): ClientUnaryCall;
-  solve(
-    request: SolveRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: SolveResponse) => void,
-  ): ClientUnaryCall;
-  solve(
-    request: SolveRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: SolveResponse) => void,
-  ): ClientUnaryCall;
-  status(request: StatusRequest, options?: Partial<CallOptions>): ClientReadableStream<StatusResponse>;
-  status(
-    request: StatusRequest,
-    metadata?: Metadata,
-    options?: Partial<CallOptions>,
-  ): ClientReadableStream<StatusResponse>;
-  /** Session tunnel: a nested HTTP/2 connection over BytesMessage frames. */
-  session(): ClientDuplexStream<BytesMessage, BytesMessage>;
-  session(options: Partial<CallOptions>): ClientDuplexStream<BytesMessage, BytesMessage>;
-  session(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<BytesMessage, BytesMessage>;
-  listWorkers(
-    request: ListWorkersRequest,
-    callback: (error: ServiceError | null, response: ListWorkersResponse) => void,
-  ): ClientUnaryCall;
-  listWorkers(
-    request: ListWorkersRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: ListWorkersResponse) => void,
-  ): ClientUnaryCall;
-  listWorkers(
-    request: ListWorkersRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: ListWorkersResponse) => void,
-  ): ClientUnaryCall;
-  info(request: InfoRequest, callback: (error: ServiceError | null, response: InfoResponse) => void): ClientUnaryCall;
-  info(
-    request: InfoRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: InfoResponse) => void,
-  ): ClientUnaryCall;
-  info(
-    request: InfoRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: InfoResponse) => void,
-  ): ClientUnaryCall;
-  listenBuildHistory(
-    request: BuildHistoryRequest,
-    options?: Partial<CallOptions>,
-  ): ClientReadableStream<BuildHistoryEvent>;
-  listenBuildHistory(
-    request: BuildHistoryRequest,
-    metadata?: Metadata,
-    options?: Partial<CallOptions>,
-  ): ClientReadableStream<BuildHistoryEvent>;
-  updateBuildHistory(
-    request: UpdateBuildHistoryRequest,
-    callback: (error: ServiceError | null, response: UpdateBuildHistoryResponse) => void,
-  ): ClientUnaryCall;
-  updateBuildHistory(
-    request: UpdateBuildHistoryRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: UpdateBuildHistoryResponse) => void,
-  ): ClientUnaryCall;
-  updateBuildHistory(
-    request: UpdateBuildHistoryRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: UpdateBuildHistoryResponse) => void,
-  ): ClientUnaryCall;
-}
-
-export const ControlClient = makeGenericClientConstructor(ControlService, "moby.buildkit.v1.Control") as unknown as {
-  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): ControlClient;
-  service: typeof ControlService;
-  serviceName: string;
-};
 
 function bytesFromBase64(b64: string): Uint8Array {
   return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));

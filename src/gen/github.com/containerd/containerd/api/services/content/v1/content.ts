@@ -6,22 +6,6 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import {
-  type CallOptions,
-  type ChannelCredentials,
-  Client,
-  type ClientDuplexStream,
-  type ClientOptions,
-  type ClientReadableStream,
-  type ClientUnaryCall,
-  type handleBidiStreamingCall,
-  type handleServerStreamingCall,
-  type handleUnaryCall,
-  makeGenericClientConstructor,
-  type Metadata,
-  type ServiceError,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
 import { Empty } from "../../../../../../../google/protobuf/empty.js";
 import { FieldMask } from "../../../../../../../google/protobuf/field_mask.js";
 import { Timestamp } from "../../../../../../../google/protobuf/timestamp.js";
@@ -2097,221 +2081,86 @@ export const AbortRequest: MessageFns<AbortRequest> = {
   },
 };
 
-export type ContentService = typeof ContentService;
-export const ContentService = {
-  info: {
-    path: "/containerd.services.content.v1.Content/Info" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: InfoRequest): Buffer => Buffer.from(InfoRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): InfoRequest => InfoRequest.decode(value),
-    responseSerialize: (value: InfoResponse): Buffer => Buffer.from(InfoResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): InfoResponse => InfoResponse.decode(value),
-  },
-  update: {
-    path: "/containerd.services.content.v1.Content/Update" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: UpdateRequest): Buffer => Buffer.from(UpdateRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): UpdateRequest => UpdateRequest.decode(value),
-    responseSerialize: (value: UpdateResponse): Buffer => Buffer.from(UpdateResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): UpdateResponse => UpdateResponse.decode(value),
-  },
-  list: {
-    path: "/containerd.services.content.v1.Content/List" as const,
-    requestStream: false as const,
-    responseStream: true as const,
-    requestSerialize: (value: ListContentRequest): Buffer => Buffer.from(ListContentRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): ListContentRequest => ListContentRequest.decode(value),
-    responseSerialize: (value: ListContentResponse): Buffer => Buffer.from(ListContentResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): ListContentResponse => ListContentResponse.decode(value),
-  },
-  delete: {
-    path: "/containerd.services.content.v1.Content/Delete" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: DeleteContentRequest): Buffer => Buffer.from(DeleteContentRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): DeleteContentRequest => DeleteContentRequest.decode(value),
-    responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
-    responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
-  },
-  read: {
-    path: "/containerd.services.content.v1.Content/Read" as const,
-    requestStream: false as const,
-    responseStream: true as const,
-    requestSerialize: (value: ReadContentRequest): Buffer => Buffer.from(ReadContentRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): ReadContentRequest => ReadContentRequest.decode(value),
-    responseSerialize: (value: ReadContentResponse): Buffer => Buffer.from(ReadContentResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): ReadContentResponse => ReadContentResponse.decode(value),
-  },
-  status: {
-    path: "/containerd.services.content.v1.Content/Status" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: StatusRequest): Buffer => Buffer.from(StatusRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): StatusRequest => StatusRequest.decode(value),
-    responseSerialize: (value: StatusResponse): Buffer => Buffer.from(StatusResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): StatusResponse => StatusResponse.decode(value),
-  },
-  listStatuses: {
-    path: "/containerd.services.content.v1.Content/ListStatuses" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: ListStatusesRequest): Buffer => Buffer.from(ListStatusesRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): ListStatusesRequest => ListStatusesRequest.decode(value),
-    responseSerialize: (value: ListStatusesResponse): Buffer =>
-      Buffer.from(ListStatusesResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): ListStatusesResponse => ListStatusesResponse.decode(value),
-  },
-  /** Stream of STAT/WRITE/COMMIT actions against one ingest ref. */
-  write: {
-    path: "/containerd.services.content.v1.Content/Write" as const,
-    requestStream: true as const,
-    responseStream: true as const,
-    requestSerialize: (value: WriteContentRequest): Buffer => Buffer.from(WriteContentRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): WriteContentRequest => WriteContentRequest.decode(value),
-    responseSerialize: (value: WriteContentResponse): Buffer =>
-      Buffer.from(WriteContentResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): WriteContentResponse => WriteContentResponse.decode(value),
-  },
-  abort: {
-    path: "/containerd.services.content.v1.Content/Abort" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: AbortRequest): Buffer => Buffer.from(AbortRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): AbortRequest => AbortRequest.decode(value),
-    responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
-    responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
+export type ContentDefinition = typeof ContentDefinition;
+export const ContentDefinition = {
+  name: "Content",
+  fullName: "containerd.services.content.v1.Content",
+  methods: {
+    info: {
+      name: "Info",
+      requestType: InfoRequest as typeof InfoRequest,
+      requestStream: false,
+      responseType: InfoResponse as typeof InfoResponse,
+      responseStream: false,
+      options: {},
+    },
+    update: {
+      name: "Update",
+      requestType: UpdateRequest as typeof UpdateRequest,
+      requestStream: false,
+      responseType: UpdateResponse as typeof UpdateResponse,
+      responseStream: false,
+      options: {},
+    },
+    list: {
+      name: "List",
+      requestType: ListContentRequest as typeof ListContentRequest,
+      requestStream: false,
+      responseType: ListContentResponse as typeof ListContentResponse,
+      responseStream: true,
+      options: {},
+    },
+    delete: {
+      name: "Delete",
+      requestType: DeleteContentRequest as typeof DeleteContentRequest,
+      requestStream: false,
+      responseType: Empty as typeof Empty,
+      responseStream: false,
+      options: {},
+    },
+    read: {
+      name: "Read",
+      requestType: ReadContentRequest as typeof ReadContentRequest,
+      requestStream: false,
+      responseType: ReadContentResponse as typeof ReadContentResponse,
+      responseStream: true,
+      options: {},
+    },
+    status: {
+      name: "Status",
+      requestType: StatusRequest as typeof StatusRequest,
+      requestStream: false,
+      responseType: StatusResponse as typeof StatusResponse,
+      responseStream: false,
+      options: {},
+    },
+    listStatuses: {
+      name: "ListStatuses",
+      requestType: ListStatusesRequest as typeof ListStatusesRequest,
+      requestStream: false,
+      responseType: ListStatusesResponse as typeof ListStatusesResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Stream of STAT/WRITE/COMMIT actions against one ingest ref. */
+    write: {
+      name: "Write",
+      requestType: WriteContentRequest as typeof WriteContentRequest,
+      requestStream: true,
+      responseType: WriteContentResponse as typeof WriteContentResponse,
+      responseStream: true,
+      options: {},
+    },
+    abort: {
+      name: "Abort",
+      requestType: AbortRequest as typeof AbortRequest,
+      requestStream: false,
+      responseType: Empty as typeof Empty,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
-
-export interface ContentServer extends UntypedServiceImplementation {
-  info: handleUnaryCall<InfoRequest, InfoResponse>;
-  update: handleUnaryCall<UpdateRequest, UpdateResponse>;
-  list: handleServerStreamingCall<ListContentRequest, ListContentResponse>;
-  delete: handleUnaryCall<DeleteContentRequest, Empty>;
-  read: handleServerStreamingCall<ReadContentRequest, ReadContentResponse>;
-  status: handleUnaryCall<StatusRequest, StatusResponse>;
-  listStatuses: handleUnaryCall<ListStatusesRequest, ListStatusesResponse>;
-  /** Stream of STAT/WRITE/COMMIT actions against one ingest ref. */
-  write: handleBidiStreamingCall<WriteContentRequest, WriteContentResponse>;
-  abort: handleUnaryCall<AbortRequest, Empty>;
-}
-
-export interface ContentClient extends Client {
-  info(request: InfoRequest, callback: (error: ServiceError | null, response: InfoResponse) => void): ClientUnaryCall;
-  info(
-    request: InfoRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: InfoResponse) => void,
-  ): ClientUnaryCall;
-  info(
-    request: InfoRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: InfoResponse) => void,
-  ): ClientUnaryCall;
-  update(
-    request: UpdateRequest,
-    callback: (error: ServiceError | null, response: UpdateResponse) => void,
-  ): ClientUnaryCall;
-  update(
-    request: UpdateRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: UpdateResponse) => void,
-  ): ClientUnaryCall;
-  update(
-    request: UpdateRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: UpdateResponse) => void,
-  ): ClientUnaryCall;
-  list(request: ListContentRequest, options?: Partial<CallOptions>): ClientReadableStream<ListContentResponse>;
-  list(
-    request: ListContentRequest,
-    metadata?: Metadata,
-    options?: Partial<CallOptions>,
-  ): ClientReadableStream<ListContentResponse>;
-  delete(
-    request: DeleteContentRequest,
-    callback: (error: ServiceError | null, response: Empty) => void,
-  ): ClientUnaryCall;
-  delete(
-    request: DeleteContentRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: Empty) => void,
-  ): ClientUnaryCall;
-  delete(
-    request: DeleteContentRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: Empty) => void,
-  ): ClientUnaryCall;
-  read(request: ReadContentRequest, options?: Partial<CallOptions>): ClientReadableStream<ReadContentResponse>;
-  read(
-    request: ReadContentRequest,
-    metadata?: Metadata,
-    options?: Partial<CallOptions>,
-  ): ClientReadableStream<ReadContentResponse>;
-  status(
-    request: StatusRequest,
-    callback: (error: ServiceError | null, response: StatusResponse) => void,
-  ): ClientUnaryCall;
-  status(
-    request: StatusRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: StatusResponse) => void,
-  ): ClientUnaryCall;
-  status(
-    request: StatusRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: StatusResponse) => void,
-  ): ClientUnaryCall;
-  listStatuses(
-    request: ListStatusesRequest,
-    callback: (error: ServiceError | null, response: ListStatusesResponse) => void,
-  ): ClientUnaryCall;
-  listStatuses(
-    request: ListStatusesRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: ListStatusesResponse) => void,
-  ): ClientUnaryCall;
-  listStatuses(
-    request: ListStatusesRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: ListStatusesResponse) => void,
-  ): ClientUnaryCall;
-  /** Stream of STAT/WRITE/COMMIT actions against one ingest ref. */
-  write(): ClientDuplexStream<WriteContentRequest, WriteContentResponse>;
-  write(options: Partial<CallOptions>): ClientDuplexStream<WriteContentRequest, WriteContentResponse>;
-  write(
-    metadata: Metadata,
-    options?: Partial<CallOptions>,
-  ): ClientDuplexStream<WriteContentRequest, WriteContentResponse>;
-  abort(request: AbortRequest, callback: (error: ServiceError | null, response: Empty) => void): ClientUnaryCall;
-  abort(
-    request: AbortRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: Empty) => void,
-  ): ClientUnaryCall;
-  abort(
-    request: AbortRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: Empty) => void,
-  ): ClientUnaryCall;
-}
-
-export const ContentClient = makeGenericClientConstructor(
-  ContentService,
-  "containerd.services.content.v1.Content",
-) as unknown as {
-  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): ContentClient;
-  service: typeof ContentService;
-  serviceName: string;
-};
 
 function bytesFromBase64(b64: string): Uint8Array {
   return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
