@@ -17,7 +17,7 @@ import { deframe, frame, framePrefix, readChunks } from './framing.js';
 
 export type Metadata = ReadonlyMap<string, readonly string[]>;
 
-/** The subset of a ts-proto grpc-js method definition that a server needs. */
+/** What the server needs of a method; `methodDef` makes it from a generated definition. */
 export interface MethodDef<Req, Res> {
   readonly path: string;
   readonly requestStream: boolean;
@@ -26,7 +26,7 @@ export interface MethodDef<Req, Res> {
   readonly responseSerialize: (r: Res) => Buffer;
 }
 
-/** A method of a ts-proto `generic-definitions` service (the Builder API is generated so). */
+/** A method of a ts-proto `generic-definitions` service (every API is generated so). */
 export interface GenericMethod<Req, Res> {
   readonly name: string;
   readonly requestType: { decode(input: Uint8Array): Req };
