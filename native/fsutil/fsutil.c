@@ -119,6 +119,31 @@ static char *StringArg(napi_env env, napi_value v, size_t max) {
   return out;
 }
 
+/* Copies of the `n` strings of a JS array (each shorter than `max` bytes, malloc'd), or NULL after throwing `what`. */
+static char **PathArray(napi_env env, napi_value arr, uint32_t n, size_t max, const char *what) {
+  char **paths = calloc(n ? n : 1, sizeof *paths);
+  if (!paths) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    napi_get_element(env, arr, i, &v);
+    if (!(paths[i] = StringArg(env, v, max))) {
+      for (uint32_t k = 0; k < i; k++) free(paths[k]);
+      free(paths);
+      napi_throw_type_error(env, NULL, what);
+      return NULL;
+    }
+  }
+  return paths;
+}
+
+static void FreePaths(char **paths, size_t n) {
+  for (size_t i = 0; i < n; i++) free(paths[i]);
+  free(paths);
+}
+
 /* One readInto job, run on the libuv thread pool. */
 typedef struct {
   napi_async_work work;
@@ -237,8 +262,7 @@ static void FinishLstat(napi_env env, napi_status status, void *arg) {
   napi_get_reference_value(env, j->out, &out);
   napi_resolve_deferred(env, j->deferred, out);
   napi_delete_reference(env, j->out);
-  for (size_t i = 0; i < j->count; i++) free(j->paths[i]);
-  free(j->paths);
+  FreePaths(j->paths, j->count);
   napi_delete_async_work(env, j->work);
   free(j);
 }
@@ -265,27 +289,16 @@ static napi_value LstatMany(napi_env env, napi_callback_info info) {
     return NULL;
   }
   LstatJob *j = calloc(1, sizeof *j);
-  char **paths = calloc(count ? count : 1, sizeof *paths);
-  if (!j || !paths) {
-    free(j);
-    free(paths);
+  if (!j) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
-  j->paths = paths;
-  j->fields = data;
-  for (uint32_t i = 0; i < count; i++) {
-    napi_value v;
-    napi_get_element(env, args[0], i, &v);
-    if (!(paths[i] = StringArg(env, v, SIZE_MAX))) {
-      for (uint32_t k = 0; k < i; k++) free(paths[k]);
-      free(paths);
-      free(j);
-      napi_throw_type_error(env, NULL, "paths must be strings");
-      return NULL;
-    }
-    j->count = i + 1;
+  if (!(j->paths = PathArray(env, args[0], count, SIZE_MAX, "paths must be strings"))) {
+    free(j);
+    return NULL;
   }
+  j->count = count;
+  j->fields = data;
   napi_value promise, name;
   napi_create_reference(env, args[1], 1, &j->out);
   napi_create_promise(env, &j->deferred, &promise);
@@ -429,8 +442,7 @@ static void RunHash(napi_env env, void *arg) {
 }
 
 static void FreeHash(napi_env env, HashJob *j) {
-  for (size_t i = 0; i < j->count; i++) free(j->paths[i]);
-  free(j->paths);
+  FreePaths(j->paths, j->count);
   if (j->keep) napi_delete_reference(env, j->keep);
   free(j);
 }
@@ -477,24 +489,13 @@ static napi_value HashMany(napi_env env, napi_callback_info info) {
     }
   }
   HashJob *j = calloc(1, sizeof *j);
-  char **paths = calloc(n ? n : 1, sizeof *paths);
-  if (!j || !paths) {
-    free(j);
-    free(paths);
+  if (!j) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
-  j->paths = paths;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value p;
-    napi_get_element(env, args[0], i, &p);
-    j->count = i + 1;
-    paths[i] = StringArg(env, p, 4095);
-    if (!paths[i]) {
-      FreeHash(env, j);
-      napi_throw_type_error(env, NULL, "paths must be strings shorter than 4095 bytes");
-      return NULL;
-    }
+  if (!(j->paths = PathArray(env, args[0], n, 4095, "paths must be strings shorter than 4095 bytes"))) {
+    free(j);
+    return NULL;
   }
   j->count = n;
   j->data = data;
