@@ -6,9 +6,9 @@
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { getSystemErrorName } from 'node:util';
 
 export interface FsutilAddon {
   utimens(path: string, mtimeNs: bigint, nofollow: boolean): void;
@@ -161,8 +161,8 @@ export async function hashFiles(paths: readonly string[], limits: readonly numbe
 }
 
 function errnoError(errno: number, p: string): NodeJS.ErrnoException {
-  const code = os.constants.errno ? Object.entries(os.constants.errno).find(([, v]) => v === errno)?.[0] : undefined;
-  const e: NodeJS.ErrnoException = new Error(`${code ?? `errno ${errno}`}: reading ${p}`);
+  const code = getSystemErrorName(-errno);
+  const e: NodeJS.ErrnoException = new Error(`${code}: reading ${p}`);
   e.code = code;
   e.errno = -errno;
   return e;

@@ -145,34 +145,71 @@ export class RawBidiCall {
   }
 }
 
+export interface ServerStreamOptions {
+  /** Cancels the call (its status is then CANCELLED). */
+  signal?: AbortSignal;
+  /** Sent as grpc-timeout; past it the call is cancelled and fails with DEADLINE_EXCEEDED. */
+  timeoutMs?: number;
+  windowSize?: number;
+}
+
+/** A grpc-timeout value: at most 8 digits. */
+function grpcTimeout(timeoutMs: number): string {
+  const ms = Math.max(1, Math.ceil(timeoutMs));
+  return ms <= 99_999_999 ? `${ms}m` : `${Math.min(99_999_999, Math.ceil(ms / 1000))}S`;
+}
+
+/**
+ * One call that sends `request` (serialized) and hands each serialized reply to `onReply`
+ * until the server's status: a unary or server-streaming method. Rejects with a ShimError
+ * carrying the status unless it is OK, DEADLINE_EXCEEDED past `timeoutMs`, and INTERNAL
+ * naming the method when a reply could not be taken.
+ */
+export async function serverStreamCall(addr: string, path: string, request: Uint8Array, onReply: (msg: Buffer) => void, opts: ServerStreamOptions = {}): Promise<void> {
+  const metadata: Array<[string, string]> = opts.timeoutMs === undefined ? [] : [['grpc-timeout', grpcTimeout(opts.timeoutMs)]];
+  const call = new RawBidiCall(addr, path, metadata, opts.windowSize ? { windowSize: opts.windowSize } : {});
+  const cancel = () => call.cancel();
+  opts.signal?.addEventListener('abort', cancel, { once: true });
+  let timedOut = false;
+  const timer =
+    opts.timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          timedOut = true;
+          call.cancel();
+        }, opts.timeoutMs);
+  let replyError: unknown;
+  try {
+    if (opts.signal?.aborted) call.cancel();
+    const reading = (async () => {
+      for await (const msg of call.messages()) onReply(msg);
+    })().catch((err: unknown) => {
+      // A reply we could not take, or a broken stream (whose status then says why).
+      replyError ??= err;
+      call.cancel();
+    });
+    call.write([request]);
+    call.end();
+    const st = await call.status;
+    await reading;
+    if (timedOut) throw new ShimError(Code.DEADLINE_EXCEEDED, 'deadline', `${path}: no answer within ${opts.timeoutMs} ms`);
+    if (replyError !== undefined && (st.code === Code.OK || (st.code === Code.CANCELLED && !opts.signal?.aborted))) {
+      throw new ShimError(Code.INTERNAL, 'bad-reply', `${path}: ${(replyError as Error)?.message ?? replyError}`, { cause: replyError });
+    }
+    if (st.code !== Code.OK) throw new ShimError(st.code, 'call-failed', st.details || `${path} failed with status ${Code[st.code] ?? st.code}`);
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', cancel);
+  }
+}
+
 /**
  * One unary call: sends `request` (serialized), returns the serialized response. Fails with
  * a ShimError carrying the call's status, or DEADLINE_EXCEEDED after `timeoutMs`.
  */
 export async function unaryCall(addr: string, path: string, request: Uint8Array, timeoutMs: number): Promise<Buffer> {
-  const ms = Math.max(1, Math.ceil(timeoutMs));
-  // gRPC allows at most 8 digits of a timeout value.
-  const timeout = ms <= 99_999_999 ? `${ms}m` : `${Math.min(99_999_999, Math.ceil(ms / 1000))}S`;
-  const call = new RawBidiCall(addr, path, [['grpc-timeout', timeout]], { windowSize: 1 << 20 });
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    call.cancel();
-  }, timeoutMs);
-  try {
-    const replies: Buffer[] = [];
-    const reading = (async () => {
-      for await (const m of call.messages()) replies.push(m);
-    })().catch(() => {}); // a broken stream ends the call; its status says why
-    call.write([request]);
-    call.end();
-    const st = await call.status;
-    await reading;
-    if (timedOut) throw new ShimError(Code.DEADLINE_EXCEEDED, 'deadline', `${path}: no answer within ${timeoutMs} ms`);
-    if (st.code !== Code.OK) throw new ShimError(st.code, 'call-failed', st.details || `${path} failed with status ${Code[st.code] ?? st.code}`);
-    if (replies.length !== 1) throw new ShimError(Code.INTERNAL, 'bad-reply', `${path}: ${replies.length} replies to a unary call`);
-    return replies[0]!;
-  } finally {
-    clearTimeout(timer);
-  }
+  const replies: Buffer[] = [];
+  await serverStreamCall(addr, path, request, (msg) => replies.push(msg), { timeoutMs, windowSize: 1 << 20 });
+  if (replies.length !== 1) throw new ShimError(Code.INTERNAL, 'bad-reply', `${path}: ${replies.length} replies to a unary call`);
+  return replies[0]!;
 }
